@@ -1,0 +1,311 @@
+//! The catalog document: what one node must look like, as signed by the server.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{NodeId, ResourceId, Serial, Timestamp};
+use crate::resource::{FileContent, Resource, ResourceSpec};
+
+/// The document type tag of every signed payload. Signed inside the payload and bound into the
+/// signing context, so a validly signed document of one type is never accepted as another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentType {
+    /// A node's catalog.
+    Catalog,
+    /// The root key's certificate for an online catalog key.
+    CatalogKeyCertificate,
+}
+
+impl DocumentType {
+    /// The wire name (`catalog`, `catalog_key_certificate`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocumentType::Catalog => "catalog",
+            DocumentType::CatalogKeyCertificate => "catalog_key_certificate",
+        }
+    }
+}
+
+/// Where a catalog's inputs came from, so a report can say which site revision and which Vault
+/// versions produced what the node applied.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    /// SHA-256 (hex) over the site's files.
+    pub site_hash: String,
+    /// KV v2 metadata version per Vault path that was read.
+    #[serde(default)]
+    pub vault_versions: BTreeMap<String, u64>,
+}
+
+/// A node's catalog: the signed payload of a catalog envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    /// Always [`DocumentType::Catalog`].
+    #[serde(rename = "type")]
+    pub document_type: DocumentType,
+    /// [`crate::CATALOG_FORMAT_VERSION`] of the server that compiled it.
+    pub format_version: u32,
+    /// The node this catalog is for; any other node refuses it.
+    pub node: NodeId,
+    /// Monotonic per node; 0 for an offline compile.
+    pub serial: Serial,
+    /// When it was compiled.
+    pub compiled_at: Timestamp,
+    /// After this instant the agent neither applies nor re-applies it.
+    pub expires_at: Timestamp,
+    /// Input provenance.
+    pub provenance: Provenance,
+    /// Resources, in the compiler's deterministic order.
+    pub resources: Vec<Resource>,
+}
+
+/// Why a catalog's resource graph is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    /// Two resources share an id.
+    #[error("duplicate resource id {0}")]
+    DuplicateId(ResourceId),
+    /// `id` does not match `type:name` of the spec.
+    #[error("resource id {id} does not match its spec ({expected})")]
+    IdMismatch {
+        /// The declared id.
+        id: ResourceId,
+        /// What the spec says it should be.
+        expected: ResourceId,
+    },
+    /// A `requires` or `subscribes` edge names no resource of the catalog.
+    #[error("{from} requires unknown resource {to}")]
+    UnknownDependency {
+        /// The resource with the edge.
+        from: ResourceId,
+        /// The missing target.
+        to: ResourceId,
+    },
+    /// The dependency graph has a cycle through this resource.
+    #[error("dependency cycle through {0}")]
+    Cycle(ResourceId),
+    /// A path is relative, not normalized, or contains `..`, NUL or control characters.
+    #[error("{id}: path {path:?} must be absolute and normalized (no `..`, `.`, `//` or control characters)")]
+    BadPath {
+        /// The resource.
+        id: ResourceId,
+        /// The offending path.
+        path: String,
+    },
+    /// A name field holds control characters (newline injection into units, passwd, ...).
+    #[error("{id}: {field} contains control characters")]
+    ControlCharacters {
+        /// The resource.
+        id: ResourceId,
+        /// Which field.
+        field: &'static str,
+    },
+    /// Sensitive content that was never sealed.
+    #[error("{0}: sensitive content is not sealed")]
+    UnsealedSecret(ResourceId),
+}
+
+/// Whether `path` is absolute and normalized: starts with `/`, no empty, `.` or `..`
+/// components, no trailing slash (except `/` itself), no NUL or control characters.
+///
+/// ```
+/// use steward_protocol::is_normal_absolute_path;
+/// assert!(is_normal_absolute_path("/home/emo/.kube/config"));
+/// assert!(!is_normal_absolute_path("/home/alice/../../etc/cron.d/x"));
+/// assert!(!is_normal_absolute_path("relative/path"));
+/// ```
+pub fn is_normal_absolute_path(path: &str) -> bool {
+    if path == "/" {
+        return true;
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    !path.chars().any(char::is_control)
+        && rest
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+impl Catalog {
+    /// Checks the resource graph: ids agree with specs and are unique, every edge names a
+    /// resource of this catalog, no cycles, every path is absolute and normalized, no control
+    /// characters in names. The agent calls this on every verified catalog before planning.
+    pub fn validate(&self) -> Result<(), CatalogError> {
+        let mut index: HashMap<&ResourceId, usize> = HashMap::with_capacity(self.resources.len());
+        for (i, resource) in self.resources.iter().enumerate() {
+            let expected = resource.spec.id();
+            if resource.id != expected {
+                return Err(CatalogError::IdMismatch {
+                    id: resource.id.clone(),
+                    expected,
+                });
+            }
+            if index.insert(&resource.id, i).is_some() {
+                return Err(CatalogError::DuplicateId(resource.id.clone()));
+            }
+            if resource.spec.name().chars().any(char::is_control) {
+                return Err(CatalogError::ControlCharacters {
+                    id: resource.id.clone(),
+                    field: "name",
+                });
+            }
+            for path in resource.spec.paths() {
+                if !is_normal_absolute_path(path) {
+                    return Err(CatalogError::BadPath {
+                        id: resource.id.clone(),
+                        path: path.to_string(),
+                    });
+                }
+            }
+            if let ResourceSpec::Symlink(link) = &resource.spec {
+                if !is_normal_absolute_path(&link.target) {
+                    return Err(CatalogError::BadPath {
+                        id: resource.id.clone(),
+                        path: link.target.clone(),
+                    });
+                }
+            }
+        }
+        let edges: Vec<Vec<usize>> = self
+            .resources
+            .iter()
+            .map(|resource| {
+                let subscribes = match &resource.spec {
+                    ResourceSpec::Service(s) => s.subscribes.as_slice(),
+                    _ => &[],
+                };
+                resource
+                    .requires
+                    .iter()
+                    .chain(subscribes)
+                    .map(|to| {
+                        index.get(to).copied().ok_or_else(|| CatalogError::UnknownDependency {
+                            from: resource.id.clone(),
+                            to: to.clone(),
+                        })
+                    })
+                    .collect()
+            })
+            .collect::<Result<_, _>>()?;
+        // Iterative three-colour DFS, so a deep chain cannot overflow the stack.
+        let mut colour = vec![0u8; edges.len()];
+        for start in 0..edges.len() {
+            if colour[start] != 0 {
+                continue;
+            }
+            let mut stack = vec![(start, 0usize)];
+            colour[start] = 1;
+            while let Some((node, next)) = stack.last_mut() {
+                if let Some(&to) = edges[*node].get(*next) {
+                    *next += 1;
+                    match colour[to] {
+                        0 => {
+                            colour[to] = 1;
+                            stack.push((to, 0));
+                        }
+                        1 => return Err(CatalogError::Cycle(self.resources[to].id.clone())),
+                        _ => {}
+                    }
+                } else {
+                    colour[*node] = 2;
+                    stack.pop();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails when any sensitive content is still unsealed ([`FileContent::Secret`]).
+    pub fn ensure_sealed(&self) -> Result<(), CatalogError> {
+        for resource in &self.resources {
+            if let ResourceSpec::File(file) = &resource.spec {
+                if matches!(file.content, FileContent::Secret(_)) {
+                    return Err(CatalogError::UnsealedSecret(resource.id.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::{PackageSpec, ResourceSpec};
+
+    fn package(name: &str) -> Resource {
+        Resource::new(ResourceSpec::Package(PackageSpec { name: name.into() }))
+    }
+
+    fn catalog(resources: Vec<Resource>) -> Catalog {
+        Catalog {
+            document_type: DocumentType::Catalog,
+            format_version: crate::CATALOG_FORMAT_VERSION,
+            node: NodeId("devvm".into()),
+            serial: Serial(1),
+            compiled_at: Timestamp(0),
+            expires_at: Timestamp(100),
+            provenance: Provenance::default(),
+            resources,
+        }
+    }
+
+    #[test]
+    fn validate_accepts_a_dag_and_refuses_cycles() {
+        let a = package("a");
+        let b = package("b").requiring(a.id.clone());
+        assert_eq!(catalog(vec![a.clone(), b.clone()]).validate(), Ok(()));
+        let a_cyclic = package("a").requiring(b.id.clone());
+        assert!(matches!(
+            catalog(vec![a_cyclic, b]).validate(),
+            Err(CatalogError::Cycle(_))
+        ));
+    }
+
+    #[test]
+    fn validate_refuses_unknown_edges_duplicates_and_mismatched_ids() {
+        let a = package("a").requiring(ResourceId::new("package", "zz"));
+        assert!(matches!(
+            catalog(vec![a]).validate(),
+            Err(CatalogError::UnknownDependency { .. })
+        ));
+        assert!(matches!(
+            catalog(vec![package("a"), package("a")]).validate(),
+            Err(CatalogError::DuplicateId(_))
+        ));
+        let mut wrong = package("a");
+        wrong.id = ResourceId::new("package", "b");
+        assert!(matches!(
+            catalog(vec![wrong]).validate(),
+            Err(CatalogError::IdMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn catalog_path_validator_table() {
+        for bad in [
+            "", "relative", "/a/../b", "/a/./b", "/a//b", "/a/", "/home/alice/../../etc/cron.d/x",
+            "/a\nb", "/a\0b", "..", "/..",
+        ] {
+            assert!(!is_normal_absolute_path(bad), "{bad:?} must be refused");
+        }
+        for good in ["/", "/etc/ttyd-user-map", "/home/emo/.claude.json", "/a/..b/c.."] {
+            assert!(is_normal_absolute_path(good), "{good:?} must be accepted");
+        }
+    }
+
+    #[test]
+    fn deep_dependency_chain_does_not_overflow_the_stack() {
+        let mut resources = vec![package("p0")];
+        for i in 1..50_000 {
+            let prev = resources[i - 1].id.clone();
+            resources.push(package(&format!("p{i}")).requiring(prev));
+        }
+        assert_eq!(catalog(resources).validate(), Ok(()));
+    }
+}

@@ -1,0 +1,42 @@
+//! steward-protocol: the only crate that defines Steward's wire types and the bytes that get
+//! signed.
+//!
+//! It owns the catalog vocabulary ([`resource`]), the catalog document ([`catalog`]), facts,
+//! run reports and enrollment messages, the signed envelope and the single verification function
+//! ([`envelope`]), request signing for agents ([`request`]), sealed secrets ([`seal`]) and strict
+//! parsing of untrusted bytes ([`strict`]).
+//!
+//! It must not do I/O: no filesystem, network, clock or ambient randomness. "Now" and random
+//! bytes are always passed in.
+#![deny(missing_docs)]
+
+pub mod catalog;
+pub mod enroll;
+pub mod envelope;
+pub mod facts;
+pub mod ids;
+pub mod report;
+pub mod request;
+pub mod resource;
+pub mod seal;
+pub mod secret;
+pub mod strict;
+
+pub use catalog::{is_normal_absolute_path, Catalog, CatalogError, DocumentType, Provenance};
+pub use enroll::{EnrollRequest, EnrollResponse, EnrollmentStatus};
+pub use facts::Facts;
+pub use ids::{is_valid_hostname, KeyId, NodeId, ResourceId, RunId, Serial, Timestamp};
+pub use report::{ResourceEvent, ResourceStatus, RunReport, RunStatus, Totals};
+pub use resource::*;
+pub use seal::SealedValue;
+pub use secret::{Secret, REDACTED};
+
+/// Format version of catalogs and certificates this build writes and accepts.
+pub const CATALOG_FORMAT_VERSION: u32 = 1;
+
+/// Largest catalog envelope an agent downloads or parses.
+pub const MAX_CATALOG_BYTES: usize = 16 * 1024 * 1024;
+/// Largest run report the server parses.
+pub const MAX_REPORT_BYTES: usize = 8 * 1024 * 1024;
+/// Largest enrollment request the server parses.
+pub const MAX_ENROLL_BYTES: usize = 64 * 1024;
