@@ -148,10 +148,15 @@ impl Catalog {
             if index.insert(&resource.id, i).is_some() {
                 return Err(CatalogError::DuplicateId(resource.id.clone()));
             }
-            if resource.spec.name().chars().any(char::is_control) {
+            if let Some((field, _)) = resource
+                .spec
+                .text_fields()
+                .into_iter()
+                .find(|(_, text)| text.chars().any(char::is_control))
+            {
                 return Err(CatalogError::ControlCharacters {
                     id: resource.id.clone(),
-                    field: "name",
+                    field,
                 });
             }
             for path in resource.spec.paths() {
@@ -184,10 +189,13 @@ impl Catalog {
                     .iter()
                     .chain(subscribes)
                     .map(|to| {
-                        index.get(to).copied().ok_or_else(|| CatalogError::UnknownDependency {
-                            from: resource.id.clone(),
-                            to: to.clone(),
-                        })
+                        index
+                            .get(to)
+                            .copied()
+                            .ok_or_else(|| CatalogError::UnknownDependency {
+                                from: resource.id.clone(),
+                                to: to.clone(),
+                            })
                     })
                     .collect()
             })
@@ -289,14 +297,59 @@ mod tests {
     #[test]
     fn catalog_path_validator_table() {
         for bad in [
-            "", "relative", "/a/../b", "/a/./b", "/a//b", "/a/", "/home/alice/../../etc/cron.d/x",
-            "/a\nb", "/a\0b", "..", "/..",
+            "",
+            "relative",
+            "/a/../b",
+            "/a/./b",
+            "/a//b",
+            "/a/",
+            "/home/alice/../../etc/cron.d/x",
+            "/a\nb",
+            "/a\0b",
+            "..",
+            "/..",
         ] {
             assert!(!is_normal_absolute_path(bad), "{bad:?} must be refused");
         }
-        for good in ["/", "/etc/ttyd-user-map", "/home/emo/.claude.json", "/a/..b/c.."] {
+        for good in [
+            "/",
+            "/etc/ttyd-user-map",
+            "/home/emo/.claude.json",
+            "/a/..b/c..",
+        ] {
             assert!(is_normal_absolute_path(good), "{good:?} must be accepted");
         }
+    }
+
+    #[test]
+    fn unit_renderer_rejects_newline_and_control_chars() {
+        use crate::resource::{ExecSpec, ServiceSpec, ServiceState};
+        let service = Resource::new(ResourceSpec::Service(ServiceSpec {
+            name: "t3-serve@emo.service\nExecStartPre=/bin/evil".into(),
+            enable: true,
+            ensure: ServiceState::Running,
+            subscribes: vec![],
+        }));
+        assert!(matches!(
+            catalog(vec![service]).validate(),
+            Err(CatalogError::ControlCharacters { field: "name", .. })
+        ));
+        let exec = Resource::new(ResourceSpec::Exec(ExecSpec {
+            name: "x".into(),
+            command: vec!["/bin/true".into()],
+            user: None,
+            cwd: None,
+            creates: None,
+            unless: None,
+            timeout_secs: 1,
+            env: [("A".to_string(), "b\rc".to_string())]
+                .into_iter()
+                .collect(),
+        }));
+        assert!(matches!(
+            catalog(vec![exec]).validate(),
+            Err(CatalogError::ControlCharacters { field: "env", .. })
+        ));
     }
 
     #[test]

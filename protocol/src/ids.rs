@@ -140,7 +140,10 @@ impl KeyId {
     /// The fingerprint of raw public key bytes.
     pub fn of_public_key_bytes(bytes: &[u8]) -> Self {
         use sha2::Digest;
-        KeyId(format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes))))
+        KeyId(format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(bytes))
+        ))
     }
 
     /// The key id as a string slice.
@@ -182,8 +185,21 @@ mod tests {
     #[test]
     fn hostname_validator_rejects_traversal_and_separators() {
         for bad in [
-            "", "../../etc", "a/b", "a\\b", "a b", "a\nb", "-a", "a-", "a..b", ".a", "a.",
-            "A", "dévvm", "a_b", "a:b",
+            "",
+            "../../etc",
+            "a/b",
+            "a\\b",
+            "a b",
+            "a\nb",
+            "-a",
+            "a-",
+            "a..b",
+            ".a",
+            "a.",
+            "A",
+            "dévvm",
+            "a_b",
+            "a:b",
         ] {
             assert!(!is_valid_hostname(bad), "{bad:?} must be refused");
         }

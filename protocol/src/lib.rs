@@ -24,12 +24,18 @@ pub mod strict;
 
 pub use catalog::{is_normal_absolute_path, Catalog, CatalogError, DocumentType, Provenance};
 pub use enroll::{EnrollRequest, EnrollResponse, EnrollmentStatus};
+pub use envelope::{
+    canonical_bytes, catalog_digest, issue_certificate, sign_catalog, verify_catalog, Accepted,
+    CatalogEnvelope, Refusal, SignError, SigningKeyPair, VerifiedCatalog,
+};
 pub use facts::Facts;
 pub use ids::{is_valid_hostname, KeyId, NodeId, ResourceId, RunId, Serial, Timestamp};
 pub use report::{ResourceEvent, ResourceStatus, RunReport, RunStatus, Totals};
+pub use request::{sign_request, verify_request, RequestRefusal, SignedRequestHeaders};
 pub use resource::*;
-pub use seal::SealedValue;
+pub use seal::{seal_catalog_secrets, EncryptionKeyPair, SealError, SealedValue};
 pub use secret::{Secret, REDACTED};
+pub use strict::StrictError;
 
 /// Format version of catalogs and certificates this build writes and accepts.
 pub const CATALOG_FORMAT_VERSION: u32 = 1;

@@ -109,6 +109,57 @@ impl ResourceSpec {
         ResourceId::new(self.kind(), self.name())
     }
 
+    /// Every text field other than file content, with its name: names, owners, groups, shells,
+    /// URLs, commands, config keys and values. None of them may hold control characters (a
+    /// newline in a unit name, a passwd field or a git config value is an injection).
+    pub fn text_fields(&self) -> Vec<(&'static str, &str)> {
+        let mut out: Vec<(&'static str, &str)> = vec![("name", self.name())];
+        match self {
+            ResourceSpec::Package(_) | ResourceSpec::Group(_) | ResourceSpec::Swap(_) => {}
+            ResourceSpec::User(s) => {
+                out.push(("shell", &s.shell));
+                out.push(("home", &s.home));
+                out.extend(s.groups.iter().map(|g| ("groups", g.as_str())));
+                out.extend(s.comment.iter().map(|c| ("comment", c.as_str())));
+            }
+            ResourceSpec::File(s) => {
+                out.extend([("owner", s.owner.as_str()), ("group", s.group.as_str())]);
+                if let Replace::IfMarked { marker } = &s.replace {
+                    out.push(("marker", marker));
+                }
+            }
+            ResourceSpec::Directory(s) => {
+                out.extend([("owner", s.owner.as_str()), ("group", s.group.as_str())]);
+            }
+            ResourceSpec::Symlink(s) => {
+                out.extend([
+                    ("target", s.target.as_str()),
+                    ("owner", &s.owner),
+                    ("group", &s.group),
+                ]);
+            }
+            ResourceSpec::Service(s) => {
+                out.extend(s.subscribes.iter().map(|r| ("subscribes", r.as_str())));
+            }
+            ResourceSpec::GitClone(s) => {
+                out.extend([("url", s.url.as_str()), ("user", s.user.as_str())]);
+                out.extend(s.branch.iter().map(|b| ("branch", b.as_str())));
+                for (k, v) in s.config.iter().chain(&s.remotes) {
+                    out.extend([("config", k.as_str()), ("config", v.as_str())]);
+                }
+            }
+            ResourceSpec::Exec(s) => {
+                out.extend(s.command.iter().map(|a| ("command", a.as_str())));
+                out.extend(s.unless.iter().flatten().map(|a| ("unless", a.as_str())));
+                out.extend(s.user.iter().map(|u| ("user", u.as_str())));
+                for (k, v) in &s.env {
+                    out.extend([("env", k.as_str()), ("env", v.as_str())]);
+                }
+            }
+        }
+        out
+    }
+
     /// Filesystem paths this resource manages or reads (for path validation and implicit edges).
     pub fn paths(&self) -> Vec<&str> {
         match self {
@@ -124,7 +175,12 @@ impl ResourceSpec {
                 }
                 v
             }
-            ResourceSpec::Exec(s) => s.cwd.iter().chain(s.creates.iter()).map(|p| p.as_str()).collect(),
+            ResourceSpec::Exec(s) => s
+                .cwd
+                .iter()
+                .chain(s.creates.iter())
+                .map(|p| p.as_str())
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -144,7 +200,10 @@ impl Mode {
     /// Parses `"0600"` / `"600"` / `"0o600"`; at most `0o7777`.
     pub fn parse(text: &str) -> Option<Mode> {
         let digits = text.strip_prefix("0o").unwrap_or(text);
-        if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        if digits.is_empty()
+            || digits.len() > 5
+            || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+        {
             return None;
         }
         let value = u32::from_str_radix(digits, 8).ok()?;
@@ -161,8 +220,11 @@ impl Serialize for Mode {
 impl<'de> Deserialize<'de> for Mode {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        Mode::parse(&text)
-            .ok_or_else(|| serde::de::Error::custom(format!("invalid mode {text:?}: expected octal such as \"0644\"")))
+        Mode::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid mode {text:?}: expected octal such as \"0644\""
+            ))
+        })
     }
 }
 
