@@ -1,0 +1,169 @@
+//! `node_keys`: each node's public keys, with history. Re-enrollment revokes the old key (kept,
+//! with its reason) and adds the new one; at most one key per node is active, which the schema
+//! enforces (THREATS E3). Key ids are unique forever, so a revoked key can never come back.
+
+use steward_protocol::{KeyId, NodeId, Timestamp};
+
+use crate::db::codec::{optional_timestamp, timestamp};
+use crate::db::error::Context;
+use crate::db::{nodes, DbError, Handle};
+
+/// A stored key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeKey {
+    /// The node it belongs to.
+    pub node: NodeId,
+    /// Fingerprint of `signing_key`.
+    pub key_id: KeyId,
+    /// ed25519 request-signing public key, base64.
+    pub signing_key: String,
+    /// X25519 public key for sealed secrets, base64.
+    pub encryption_key: String,
+    /// `/etc/machine-id` the host reported when it enrolled with this key.
+    pub machine_id: Option<String>,
+    /// When it was added.
+    pub created_at: Timestamp,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<Timestamp>,
+    /// Why (re-enrollment, admin revocation, cloned identity...).
+    pub revoke_reason: Option<String>,
+}
+
+/// A key to add with [`add`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNodeKey {
+    /// Fingerprint of `signing_key` (the caller computes it from the decoded key bytes).
+    pub key_id: KeyId,
+    /// ed25519 public key, base64.
+    pub signing_key: String,
+    /// X25519 public key, base64.
+    pub encryption_key: String,
+    /// `/etc/machine-id` sent with the enrollment.
+    pub machine_id: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    node: String,
+    key_id: String,
+    signing_key: String,
+    encryption_key: String,
+    machine_id: Option<String>,
+    created_at: i64,
+    revoked_at: Option<i64>,
+    revoke_reason: Option<String>,
+}
+
+impl From<KeyRow> for NodeKey {
+    fn from(row: KeyRow) -> NodeKey {
+        NodeKey {
+            node: NodeId(row.node),
+            key_id: KeyId(row.key_id),
+            signing_key: row.signing_key,
+            encryption_key: row.encryption_key,
+            machine_id: row.machine_id,
+            created_at: timestamp(row.created_at),
+            revoked_at: optional_timestamp(row.revoked_at),
+            revoke_reason: row.revoke_reason,
+        }
+    }
+}
+
+macro_rules! key_columns {
+    () => {
+        "n.name AS node, k.key_id, k.signing_key, k.encryption_key, k.machine_id, k.created_at, \
+         k.revoked_at, k.revoke_reason"
+    };
+}
+
+/// Adds an active key to `node`. Fails with [`DbError::AlreadyExists`] if the node still has an
+/// active key (revoke it first, in the same transaction: [`revoke_all_for_node`]) or if this key
+/// id was ever used before.
+pub async fn add(
+    db: impl Into<Handle<'_>>,
+    node: &NodeId,
+    key: &NewNodeKey,
+    now: Timestamp,
+) -> Result<(), DbError> {
+    let mut connection = db.into().connection().await?;
+    let node_id = nodes::id_of(&mut connection, node).await?;
+    let inserted = sqlx::query(
+        "INSERT INTO node_keys \
+         (node_id, key_id, signing_key, encryption_key, machine_id, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .bind(node_id)
+    .bind(key.key_id.as_str())
+    .bind(&key.signing_key)
+    .bind(&key.encryption_key)
+    .bind(key.machine_id.as_deref())
+    .bind(now.0)
+    .execute(&mut *connection)
+    .await
+    .context("adding node key");
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(error) if error.is_unique_violation() => Err(DbError::AlreadyExists {
+            what: "active key or key id for node",
+            key: node.to_string(),
+        }),
+        Err(error) => Err(error),
+    }
+}
+
+/// Revokes every active key of `node` with `reason`. Returns how many were revoked.
+pub async fn revoke_all_for_node(
+    db: impl Into<Handle<'_>>,
+    node: &NodeId,
+    reason: &str,
+    now: Timestamp,
+) -> Result<u64, DbError> {
+    let mut connection = db.into().connection().await?;
+    let node_id = nodes::id_of(&mut connection, node).await?;
+    let revoked = sqlx::query(
+        "UPDATE node_keys SET revoked_at = ?2, revoke_reason = ?3 \
+         WHERE node_id = ?1 AND revoked_at IS NULL",
+    )
+    .bind(node_id)
+    .bind(now.0)
+    .bind(reason)
+    .execute(&mut *connection)
+    .await
+    .context("revoking node keys")?;
+    Ok(revoked.rows_affected())
+}
+
+/// The active key with this id, if there is one (revoked keys are not returned).
+pub async fn find_active_by_key_id(
+    db: impl Into<Handle<'_>>,
+    key_id: &KeyId,
+) -> Result<Option<NodeKey>, DbError> {
+    let mut connection = db.into().connection().await?;
+    let row: Option<KeyRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        key_columns!(),
+        " FROM node_keys k JOIN nodes n ON n.id = k.node_id \
+         WHERE k.key_id = ?1 AND k.revoked_at IS NULL"
+    ))
+    .bind(key_id.as_str())
+    .fetch_optional(&mut *connection)
+    .await
+    .context("reading node key")?;
+    Ok(row.map(NodeKey::from))
+}
+
+/// Every key `node` ever had, newest first.
+pub async fn history(db: impl Into<Handle<'_>>, node: &NodeId) -> Result<Vec<NodeKey>, DbError> {
+    let mut connection = db.into().connection().await?;
+    let rows: Vec<KeyRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        key_columns!(),
+        " FROM node_keys k JOIN nodes n ON n.id = k.node_id \
+         WHERE n.name = ?1 ORDER BY k.created_at DESC, k.id DESC"
+    ))
+    .bind(node.as_str())
+    .fetch_all(&mut *connection)
+    .await
+    .context("reading key history")?;
+    Ok(rows.into_iter().map(NodeKey::from).collect())
+}
