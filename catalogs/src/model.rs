@@ -24,7 +24,10 @@ pub struct Loc {
 impl Loc {
     /// A location.
     pub fn new(file: impl Into<String>, line: u32) -> Self {
-        Loc { file: file.into(), line }
+        Loc {
+            file: file.into(),
+            line,
+        }
     }
 }
 
@@ -201,7 +204,9 @@ impl RosterUser {
 
     /// The home directory (given or `/home/<name>`).
     pub fn home_dir(&self) -> String {
-        self.home.clone().unwrap_or_else(|| format!("/home/{}", self.name))
+        self.home
+            .clone()
+            .unwrap_or_else(|| format!("/home/{}", self.name))
     }
 }
 
@@ -359,7 +364,11 @@ pub struct FieldSchema {
 }
 
 const fn field(name: &'static str, kind: FieldKind, required: bool) -> FieldSchema {
-    FieldSchema { name, kind, required }
+    FieldSchema {
+        name,
+        kind,
+        required,
+    }
 }
 
 use FieldKind::{Bool, Enum, Int, Str, StrList, StrMap};
@@ -377,7 +386,11 @@ pub const RESOURCE_SCHEMAS: &[(&str, &[FieldSchema])] = &[
     ("package", &[field("name", Str, true)]),
     (
         "group",
-        &[field("name", Str, true), field("gid", Int, false), field("system", Bool, false)],
+        &[
+            field("name", Str, true),
+            field("gid", Int, false),
+            field("system", Bool, false),
+        ],
     ),
     (
         "file",
@@ -389,7 +402,11 @@ pub const RESOURCE_SCHEMAS: &[(&str, &[FieldSchema])] = &[
             field("template", Str, false),
             field("source", Str, false),
             field("content", Str, false),
-            field("replace", Enum(&["always", "if_absent", "if_marked"]), false),
+            field(
+                "replace",
+                Enum(&["always", "if_absent", "if_marked"]),
+                false,
+            ),
             field("marker", Str, false),
             field("backup", Bool, false),
             field("sensitive", Bool, false),
@@ -435,7 +452,10 @@ pub const RESOURCE_SCHEMAS: &[(&str, &[FieldSchema])] = &[
             field("refresh", Bool, false),
         ],
     ),
-    ("swap", &[field("path", Str, true), field("size_mib", Int, true)]),
+    (
+        "swap",
+        &[field("path", Str, true), field("size_mib", Int, true)],
+    ),
     (
         "exec",
         &[
@@ -453,24 +473,38 @@ pub const RESOURCE_SCHEMAS: &[(&str, &[FieldSchema])] = &[
 
 /// The schema of a resource type, if it may appear in a bundle.
 pub fn resource_schema(kind: &str) -> Option<&'static [FieldSchema]> {
-    RESOURCE_SCHEMAS.iter().find(|(k, _)| *k == kind).map(|(_, s)| *s)
+    RESOURCE_SCHEMAS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, s)| *s)
 }
 
 /// Vault data given to the compiler: KV path → (data, version). The same shape as the
 /// `vault-data.yaml` file used offline: `{ "secret/platform": { "k8s_users": {...} } }`.
+///
+/// Its `Debug` shows paths, keys and versions, never values: they are secrets.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct VaultData {
     /// Data per KV path (path as written in the site, e.g. `secret/openclaw`).
     pub paths: BTreeMap<String, VaultSecret>,
 }
 
-/// One KV v2 secret.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One KV v2 secret. `Debug` prints its keys and version only.
+#[derive(Clone, Default, PartialEq)]
 pub struct VaultSecret {
     /// Its data map.
     pub data: serde_json::Map<String, Value>,
     /// KV v2 metadata version (0 when read from a file).
     pub version: u64,
+}
+
+impl fmt::Debug for VaultSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultSecret")
+            .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .field("version", &self.version)
+            .finish()
+    }
 }
 
 /// What the server remembers for a node between compiles, passed into [`crate::compile`].

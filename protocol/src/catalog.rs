@@ -36,7 +36,7 @@ pub struct Provenance {
     /// SHA-256 (hex) over the site's files.
     pub site_hash: String,
     /// KV v2 metadata version per Vault path that was read.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::strict::unique_map")]
     pub vault_versions: BTreeMap<String, u64>,
 }
 
@@ -136,29 +136,26 @@ impl Catalog {
     /// resource of this catalog, no cycles, every path is absolute and normalized, no control
     /// characters in names. The agent calls this on every verified catalog before planning.
     pub fn validate(&self) -> Result<(), CatalogError> {
-        let mut index: HashMap<&ResourceId, usize> = HashMap::with_capacity(self.resources.len());
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(self.resources.len());
         for (i, resource) in self.resources.iter().enumerate() {
-            let expected = resource.spec.id();
-            if resource.id != expected {
+            if !resource.spec.has_id(&resource.id) {
                 return Err(CatalogError::IdMismatch {
                     id: resource.id.clone(),
-                    expected,
+                    expected: resource.spec.id(),
                 });
             }
-            if index.insert(&resource.id, i).is_some() {
+            if index.insert(resource.id.as_str(), i).is_some() {
                 return Err(CatalogError::DuplicateId(resource.id.clone()));
             }
-            if let Some((field, _)) = resource
-                .spec
-                .text_fields()
-                .into_iter()
-                .find(|(_, text)| text.chars().any(char::is_control))
-            {
-                return Err(CatalogError::ControlCharacters {
-                    id: resource.id.clone(),
-                    field,
-                });
-            }
+            resource.spec.visit_text_fields(|field, text| {
+                if text.chars().any(char::is_control) {
+                    return Err(CatalogError::ControlCharacters {
+                        id: resource.id.clone(),
+                        field,
+                    });
+                }
+                Ok(())
+            })?;
             for path in resource.spec.paths() {
                 if !is_normal_absolute_path(path) {
                     return Err(CatalogError::BadPath {
@@ -176,40 +173,37 @@ impl Catalog {
                 }
             }
         }
-        let edges: Vec<Vec<usize>> = self
-            .resources
-            .iter()
-            .map(|resource| {
-                let subscribes = match &resource.spec {
-                    ResourceSpec::Service(s) => s.subscribes.as_slice(),
-                    _ => &[],
-                };
-                resource
-                    .requires
-                    .iter()
-                    .chain(subscribes)
-                    .map(|to| {
-                        index
-                            .get(to)
-                            .copied()
-                            .ok_or_else(|| CatalogError::UnknownDependency {
-                                from: resource.id.clone(),
-                                to: to.clone(),
-                            })
-                    })
-                    .collect()
-            })
-            .collect::<Result<_, _>>()?;
+        // Edges as one flat list with per-resource offsets (no Vec per resource).
+        let mut offsets = Vec::with_capacity(self.resources.len() + 1);
+        let mut targets = Vec::with_capacity(self.resources.len() * 2);
+        for resource in &self.resources {
+            offsets.push(targets.len());
+            let subscribes = match &resource.spec {
+                ResourceSpec::Service(s) => s.subscribes.as_slice(),
+                _ => &[],
+            };
+            for to in resource.requires.iter().chain(subscribes) {
+                let target = index.get(to.as_str()).copied().ok_or_else(|| {
+                    CatalogError::UnknownDependency {
+                        from: resource.id.clone(),
+                        to: to.clone(),
+                    }
+                })?;
+                targets.push(target);
+            }
+        }
+        offsets.push(targets.len());
+        let edges = |node: usize| &targets[offsets[node]..offsets[node + 1]];
         // Iterative three-colour DFS, so a deep chain cannot overflow the stack.
-        let mut colour = vec![0u8; edges.len()];
-        for start in 0..edges.len() {
+        let mut colour = vec![0u8; self.resources.len()];
+        for start in 0..self.resources.len() {
             if colour[start] != 0 {
                 continue;
             }
             let mut stack = vec![(start, 0usize)];
             colour[start] = 1;
             while let Some((node, next)) = stack.last_mut() {
-                if let Some(&to) = edges[*node].get(*next) {
+                if let Some(&to) = edges(*node).get(*next) {
                     *next += 1;
                     match colour[to] {
                         0 => {

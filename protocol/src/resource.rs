@@ -109,80 +109,106 @@ impl ResourceSpec {
         ResourceId::new(self.kind(), self.name())
     }
 
-    /// Every text field other than file content, with its name: names, owners, groups, shells,
-    /// URLs, commands, config keys and values. None of them may hold control characters (a
-    /// newline in a unit name, a passwd field or a git config value is an injection).
-    pub fn text_fields(&self) -> Vec<(&'static str, &str)> {
-        let mut out: Vec<(&'static str, &str)> = vec![("name", self.name())];
+    /// Calls `visit(field, text)` for every text field other than file content: names,
+    /// owners, groups, shells, URLs, commands, config keys and values, stopping at the first
+    /// `Err`. None of them may hold control characters (a newline in a unit name, a passwd
+    /// field or a git config value is an injection). A visitor, not a `Vec`, because catalog
+    /// validation runs on every compile and every verification.
+    pub fn visit_text_fields<E>(
+        &self,
+        mut visit: impl FnMut(&'static str, &str) -> Result<(), E>,
+    ) -> Result<(), E> {
+        visit("name", self.name())?;
         match self {
             ResourceSpec::Package(_) | ResourceSpec::Group(_) | ResourceSpec::Swap(_) => {}
             ResourceSpec::User(s) => {
-                out.push(("shell", &s.shell));
-                out.push(("home", &s.home));
-                out.extend(s.groups.iter().map(|g| ("groups", g.as_str())));
-                out.extend(s.comment.iter().map(|c| ("comment", c.as_str())));
+                visit("shell", &s.shell)?;
+                visit("home", &s.home)?;
+                for g in &s.groups {
+                    visit("groups", g)?;
+                }
+                if let Some(c) = &s.comment {
+                    visit("comment", c)?;
+                }
             }
             ResourceSpec::File(s) => {
-                out.extend([("owner", s.owner.as_str()), ("group", s.group.as_str())]);
+                visit("owner", &s.owner)?;
+                visit("group", &s.group)?;
                 if let Replace::IfMarked { marker } = &s.replace {
-                    out.push(("marker", marker));
+                    visit("marker", marker)?;
                 }
             }
             ResourceSpec::Directory(s) => {
-                out.extend([("owner", s.owner.as_str()), ("group", s.group.as_str())]);
+                visit("owner", &s.owner)?;
+                visit("group", &s.group)?;
             }
             ResourceSpec::Symlink(s) => {
-                out.extend([
-                    ("target", s.target.as_str()),
-                    ("owner", &s.owner),
-                    ("group", &s.group),
-                ]);
+                visit("target", &s.target)?;
+                visit("owner", &s.owner)?;
+                visit("group", &s.group)?;
             }
             ResourceSpec::Service(s) => {
-                out.extend(s.subscribes.iter().map(|r| ("subscribes", r.as_str())));
+                for r in &s.subscribes {
+                    visit("subscribes", r.as_str())?;
+                }
             }
             ResourceSpec::GitClone(s) => {
-                out.extend([("url", s.url.as_str()), ("user", s.user.as_str())]);
-                out.extend(s.branch.iter().map(|b| ("branch", b.as_str())));
+                visit("url", &s.url)?;
+                visit("user", &s.user)?;
+                if let Some(b) = &s.branch {
+                    visit("branch", b)?;
+                }
                 for (k, v) in s.config.iter().chain(&s.remotes) {
-                    out.extend([("config", k.as_str()), ("config", v.as_str())]);
+                    visit("config", k)?;
+                    visit("config", v)?;
                 }
             }
             ResourceSpec::Exec(s) => {
-                out.extend(s.command.iter().map(|a| ("command", a.as_str())));
-                out.extend(s.unless.iter().flatten().map(|a| ("unless", a.as_str())));
-                out.extend(s.user.iter().map(|u| ("user", u.as_str())));
+                for a in &s.command {
+                    visit("command", a)?;
+                }
+                for a in s.unless.iter().flatten() {
+                    visit("unless", a)?;
+                }
+                if let Some(u) = &s.user {
+                    visit("user", u)?;
+                }
                 for (k, v) in &s.env {
-                    out.extend([("env", k.as_str()), ("env", v.as_str())]);
+                    visit("env", k)?;
+                    visit("env", v)?;
                 }
             }
         }
-        out
+        Ok(())
     }
 
-    /// Filesystem paths this resource manages or reads (for path validation and implicit edges).
-    pub fn paths(&self) -> Vec<&str> {
-        match self {
-            ResourceSpec::File(s) => vec![&s.path],
-            ResourceSpec::Directory(s) => vec![&s.path],
-            ResourceSpec::Symlink(s) => vec![&s.path],
-            ResourceSpec::GitClone(s) => vec![&s.path],
-            ResourceSpec::Swap(s) => vec![&s.path],
-            ResourceSpec::User(s) => {
-                let mut v = vec![s.home.as_str()];
-                if let UserEnsure::Purged { archive_dir } = &s.ensure {
-                    v.push(archive_dir);
-                }
-                v
-            }
-            ResourceSpec::Exec(s) => s
-                .cwd
-                .iter()
-                .chain(s.creates.iter())
-                .map(|p| p.as_str())
-                .collect(),
-            _ => Vec::new(),
-        }
+    /// Whether `id` is this spec's `kind:name`, without building the id string.
+    pub fn has_id(&self, id: &ResourceId) -> bool {
+        id.as_str()
+            .split_once(':')
+            .is_some_and(|(kind, name)| kind == self.kind() && name == self.name())
+    }
+
+    /// Filesystem paths this resource manages or reads (for path validation and implicit
+    /// edges): at most two, without allocating.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        let pair: [Option<&str>; 2] = match self {
+            ResourceSpec::File(s) => [Some(&s.path), None],
+            ResourceSpec::Directory(s) => [Some(&s.path), None],
+            ResourceSpec::Symlink(s) => [Some(&s.path), None],
+            ResourceSpec::GitClone(s) => [Some(&s.path), None],
+            ResourceSpec::Swap(s) => [Some(&s.path), None],
+            ResourceSpec::User(s) => [
+                Some(&s.home),
+                match &s.ensure {
+                    UserEnsure::Purged { archive_dir } => Some(archive_dir.as_str()),
+                    _ => None,
+                },
+            ],
+            ResourceSpec::Exec(s) => [s.cwd.as_deref(), s.creates.as_deref()],
+            _ => [None, None],
+        };
+        pair.into_iter().flatten()
     }
 }
 
@@ -429,10 +455,18 @@ pub struct GitCloneSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
     /// `git config` keys ensured in the clone (e.g. git-crypt filters).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::strict::unique_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub config: BTreeMap<String, String>,
     /// Extra remotes (name → URL) ensured in the clone.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::strict::unique_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub remotes: BTreeMap<String, String>,
     /// Fast-forward refresh when on the default branch with a clean tree.
     #[serde(default)]
@@ -472,7 +506,11 @@ pub struct ExecSpec {
     /// Kill after this many seconds.
     pub timeout_secs: u32,
     /// Extra environment.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::strict::unique_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub env: BTreeMap<String, String>,
 }
 

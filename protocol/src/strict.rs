@@ -82,6 +82,71 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8], max_len: usize) -> Result<T
     serde_json::from_str(text).map_err(|e| StrictError::Syntax(sanitize(&e.to_string())))
 }
 
+/// Like [`from_slice`] but without the generic pre-pass, for the hot path of verification.
+///
+/// Only for wire types whose every map field is deserialized with [`unique_map`] (so duplicate
+/// keys are refused during the typed parse: serde's derive already refuses duplicate struct
+/// fields) and whose nesting is bounded by their own shape (unknown fields are refused, and
+/// serde_json stops at 128 levels). `Catalog` is such a type; a test injects a duplicate key
+/// into every object of a real catalog to keep it so.
+pub fn from_slice_typed<T: DeserializeOwned>(
+    bytes: &[u8],
+    max_len: usize,
+) -> Result<T, StrictError> {
+    if bytes.len() > max_len {
+        return Err(StrictError::Oversize {
+            len: bytes.len(),
+            max: max_len,
+        });
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| StrictError::Syntax(format!("invalid utf-8 at byte {}", e.valid_up_to())))?;
+    serde_json::from_str(text).map_err(|e| {
+        let message = e.to_string();
+        match message.strip_prefix(DUPLICATE_MAP_KEY) {
+            Some(key) => StrictError::DuplicateKey {
+                key: truncate_chars(key.split(" at line").next().unwrap_or(""), MAX_KEY_CHARS),
+            },
+            None => StrictError::Syntax(sanitize(&message)),
+        }
+    })
+}
+
+const DUPLICATE_MAP_KEY: &str = "duplicate map key: ";
+
+/// `deserialize_with` for every map field of a wire type: a `BTreeMap` that refuses a
+/// repeated key instead of keeping the last one (a parser differential, THREATS C12).
+pub fn unique_map<'de, D, V>(
+    deserializer: D,
+) -> Result<std::collections::BTreeMap<String, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: serde::Deserialize<'de>,
+{
+    struct UniqueMap<V>(std::marker::PhantomData<V>);
+    impl<'de, V: serde::Deserialize<'de>> Visitor<'de> for UniqueMap<V> {
+        type Value = std::collections::BTreeMap<String, V>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = std::collections::BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if out.contains_key(&key) {
+                    return Err(de::Error::custom(format_args!(
+                        "{DUPLICATE_MAP_KEY}{}",
+                        truncate_chars(&key, MAX_KEY_CHARS)
+                    )));
+                }
+                let value = map.next_value()?;
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_map(UniqueMap(std::marker::PhantomData))
+}
+
 /// The pre-pass: walks the whole document once without building it, checking every object for
 /// duplicate keys and the nesting depth, and that nothing follows the document.
 fn check_structure(text: &str) -> Result<(), StrictError> {

@@ -233,3 +233,111 @@ fn report_and_enroll_parsers_reject_duplicate_keys_unknown_fields_and_oversize()
         })
     );
 }
+
+/// Renders `value` as JSON, repeating the first entry of the `target`-th object (in document
+/// order) so that object has a duplicate key. Returns `None` when there is no such object.
+fn with_duplicated_key(value: &serde_json::Value, target: usize) -> Option<String> {
+    fn render(v: &serde_json::Value, target: usize, seen: &mut usize, out: &mut String) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let this = *seen;
+                *seen += 1;
+                out.push('{');
+                let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
+                if this == target {
+                    if let Some(first) = entries.first().copied() {
+                        entries.push(first);
+                    }
+                }
+                for (i, (k, val)) in entries.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::to_string(k).unwrap());
+                    out.push(':');
+                    render(val, target, seen, out);
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    render(item, target, seen, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut seen = 0;
+    let mut out = String::new();
+    render(value, target, &mut seen, &mut out);
+    (target < seen).then_some(out)
+}
+
+/// The verification hot path parses catalogs with `from_slice_typed`, which has no generic
+/// duplicate-key pre-pass: duplicates must be refused by the types themselves (derive for
+/// struct fields, `strict::unique_map` for every map). Duplicate a key in every object of a
+/// catalog that uses every resource type and every map field, one object at a time.
+#[test]
+fn typed_catalog_parse_refuses_a_duplicate_key_in_every_object() {
+    let payload = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/catalog-payload.json"
+    ))
+    .unwrap();
+    let value: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    let clean: Catalog =
+        steward_protocol::strict::from_slice_typed(payload.as_bytes(), MAX_CATALOG_BYTES).unwrap();
+    assert!(
+        clean.resources.len() >= 10,
+        "the golden catalog should use every resource type"
+    );
+    let mut objects = 0;
+    while let Some(text) = with_duplicated_key(&value, objects) {
+        let parsed = steward_protocol::strict::from_slice_typed::<Catalog>(
+            text.as_bytes(),
+            MAX_CATALOG_BYTES,
+        );
+        assert!(
+            parsed.is_err(),
+            "object {objects} accepted a duplicate key:\n{text}"
+        );
+        // The generic parser agrees.
+        assert!(matches!(
+            from_slice::<Catalog>(text.as_bytes(), MAX_CATALOG_BYTES),
+            Err(StrictError::DuplicateKey { .. })
+        ));
+        objects += 1;
+    }
+    assert!(objects > 30, "only {objects} objects were tried");
+}
+
+#[test]
+fn duplicate_map_keys_are_reported_as_duplicate_keys_on_the_typed_path() {
+    let mut value: serde_json::Value = serde_json::from_str(&catalog_json()).unwrap();
+    // Find a git_clone resource's config and write it with a repeated key by hand.
+    let resources = value["resources"].as_array_mut().unwrap();
+    let clone = resources
+        .iter_mut()
+        .find(|r| r["spec"]["type"] == "git_clone")
+        .expect("the test catalog has a git_clone");
+    clone["spec"]["config"] = serde_json::json!({"filter.git-crypt.smudge": "cat"});
+    let rendered = serde_json::to_string(&value).unwrap().replacen(
+        r#""filter.git-crypt.smudge":"cat""#,
+        r#""filter.git-crypt.smudge":"cat","filter.git-crypt.smudge":"/tmp/evil""#,
+        1,
+    );
+    assert_eq!(
+        steward_protocol::strict::from_slice_typed::<Catalog>(
+            rendered.as_bytes(),
+            MAX_CATALOG_BYTES
+        ),
+        Err(StrictError::DuplicateKey {
+            key: "filter.git-crypt.smudge".into()
+        })
+    );
+}
