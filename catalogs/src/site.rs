@@ -124,6 +124,8 @@ use crate::site::read::{glob_match, is_templated, template_glob, Ctx};
 use crate::yaml::{self, Node};
 
 mod config;
+
+pub(crate) use config::check_clone_url;
 mod read;
 mod roster;
 mod tiers;

@@ -409,17 +409,9 @@ impl Fields<'_> {
     }
 
     fn url(&self, name: &str, url: String) -> Result<String, SiteError> {
-        if is_clean_url(&url) {
-            Ok(url)
-        } else {
-            Err(self.error(
-                name,
-                format!(
-                    "url `{}` must be https:// or file:// without credentials",
-                    redact_userinfo(&url)
-                ),
-            ))
-        }
+        crate::site::check_clone_url(&url)
+            .map(|()| url)
+            .map_err(|problem| self.error(name, problem))
     }
 
     /// File content: rendered from `template` or `content`, or `source` verbatim. Content that
@@ -591,34 +583,5 @@ impl Fields<'_> {
                 })
             }
         })
-    }
-}
-
-/// `https://host/...` without `user@`, or `file:///...`.
-fn is_clean_url(url: &str) -> bool {
-    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return false;
-    }
-    if let Some(rest) = url.strip_prefix("https://") {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        !authority.is_empty() && !authority.contains('@')
-    } else if let Some(path) = url.strip_prefix("file://") {
-        path.starts_with('/')
-    } else {
-        false
-    }
-}
-
-/// The URL with any `user:password@` replaced, for error messages.
-fn redact_userinfo(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            match rest[..end].rfind('@') {
-                Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]),
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
     }
 }

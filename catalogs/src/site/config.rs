@@ -699,26 +699,50 @@ pub(crate) fn identity_field(kind: &str) -> &'static str {
     }
 }
 
-/// A clone URL must be `https://` (or `file://`, for local fixture and mirror repositories) and
-/// carry no credentials: a token in the URL would end up in argv and `.git/config` (THREATS K3).
+/// A clone URL must be `https://host/...` (or `file:///...`, for local fixture and mirror
+/// repositories), with no credentials and no whitespace or control characters: a token in the
+/// URL would end up in argv and `.git/config` (THREATS K3). The error never repeats userinfo.
+/// Used for literal URLs in site.yaml and, by the compiler, for rendered ones.
 pub(crate) fn check_clone_url(url: &str) -> Result<(), String> {
-    let authority = if let Some(rest) = url.strip_prefix("https://") {
-        rest.split('/').next().unwrap_or("")
-    } else if url.starts_with("file:///") {
-        return Ok(());
-    } else {
+    let shown = redact_userinfo(url);
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(format!(
-            "{url:?} is not an https:// or file:/// url; only those clone protocols are allowed"
+            "{shown:?} contains whitespace or control characters"
         ));
-    };
-    if authority.is_empty() {
-        return Err(format!("{url:?} has no host"));
     }
-    if authority.contains('@') {
-        return Err(
-            "clone urls must not carry credentials (user:token@); configure a git credential helper for the user instead"
-                .to_string(),
-        );
+    if let Some(rest) = url.strip_prefix("https://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.is_empty() {
+            return Err(format!("{shown:?} has no host"));
+        }
+        if authority.contains('@') {
+            return Err(format!(
+                "{shown:?} carries credentials (user:token@); configure a git credential helper for the user instead"
+            ));
+        }
+        Ok(())
+    } else if url
+        .strip_prefix("file://")
+        .is_some_and(|p| p.starts_with('/'))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "{shown:?} is not an https:// or file:/// url; only those clone protocols are allowed"
+        ))
     }
-    Ok(())
+}
+
+/// The URL with any `user:password@` replaced, for error messages.
+fn redact_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..end].rfind('@') {
+                Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
 }

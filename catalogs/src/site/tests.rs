@@ -792,7 +792,7 @@ bundles:
 
 #[test]
 fn clone_urls_are_https_or_file_and_carry_no_credentials() {
-    use crate::site::config::check_clone_url;
+    use crate::site::check_clone_url;
     assert_eq!(
         check_clone_url("https://forgejo.example/viktor/infra.git"),
         Ok(())
