@@ -780,6 +780,7 @@ pub(crate) struct Tracker {
     vault: VaultData,
     secret_used: AtomicBool,
     paths_read: Mutex<BTreeSet<String>>,
+    missing_paths: Mutex<BTreeSet<String>>,
     secrets: Mutex<Vec<Secret>>,
     memo: Mutex<Memo>,
 }
@@ -823,6 +824,7 @@ impl Tracker {
             vault: vault.clone(),
             secret_used: AtomicBool::new(false),
             paths_read: Mutex::new(BTreeSet::new()),
+            missing_paths: Mutex::new(BTreeSet::new()),
             secrets: Mutex::new(Vec::new()),
             memo: Mutex::new(Memo::default()),
         })
@@ -860,6 +862,14 @@ impl Tracker {
         value
             .downcast_object_ref::<Tracker>()
             .expect("the tracker value holds a Tracker")
+    }
+
+    /// Vault paths a template asked for that the compile's Vault data does not hold.
+    pub(crate) fn missing_paths(&self) -> BTreeSet<String> {
+        self.missing_paths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Clears the "this render called `secret()`" flag.
@@ -924,6 +934,11 @@ fn lookup(
             ))
         })?;
     let Some(secret) = tracker.vault.paths.get(path) else {
+        tracker
+            .missing_paths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(path.to_string());
         return Err(lookup_error(format!(
             "vault path `{path}` does not exist (reading key `{key}` with {function}())"
         )));

@@ -662,6 +662,13 @@ fn a_missing_vault_path_or_key_fails_and_is_never_empty() {
         //- vault/secret/app.json
         { "token": "s3cr3t-t0ken", "empty": "", "null": null }
     "#;
+    // The paths that are absent altogether come back as data, for a server that reads Vault
+    // lazily (it fetches them and compiles again); a missing key is a real error.
+    let error = compile_on(fixture, "devvm", &State::default()).unwrap_err();
+    assert_eq!(
+        error.missing_vault_paths,
+        std::collections::BTreeSet::from(["secret/none".to_string()])
+    );
     insta::assert_snapshot!(check(fixture), @r#"
         files/e.j2:2: vault path `secret/app` has no key `missing` (read with secret()) (at `secret("secret/app", "missing")`) (used by site.yaml:9 bundles.host[4].template)
         site.yaml:5: bundles.host[0].content: vault path `secret/app` has no key `nope` (read with secret()) (at `secret('secret/app', 'nope')`)

@@ -15,6 +15,7 @@ pub mod enroll;
 pub mod envelope;
 pub mod facts;
 pub mod ids;
+pub mod join;
 pub mod report;
 pub mod request;
 pub mod resource;

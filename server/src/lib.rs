@@ -1,1 +1,26 @@
-//! steward-server (skeleton)
+//! steward-server: the catalog server and its admin CLI.
+//!
+//! - [`app`]: building the server ([`Server::build`]) and [`serve`] on bound listeners.
+//! - [`http`]: the route table (deny by default), agent API, admin API, health and metrics.
+//! - [`service`]: catalogs (compile, serial, sign, seal), enrollment policy, admin operations.
+//! - [`config`], [`keys`], [`tls`], [`metrics`], [`telemetry`], [`state`]: the server's parts.
+//! - [`cli`]: `serve`, `config`, `token`, `node`, `backup`, `check`, `compile`, `add-user`.
+//! - [`roster_edit`]: appending a roster entry as text, comments kept.
+//! - [`vault`]: the Vault / OpenBao KV v2 client (token and AppRole auth, renewal).
+//! - [`db`]: the SQLite store (sqlx, migrations in `../migrations`).
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod keys;
+pub mod metrics;
+pub mod roster_edit;
+pub mod service;
+pub mod state;
+pub mod telemetry;
+pub mod tls;
+pub mod vault;
+
+pub use app::{serve, Listeners, PlainListener, Server};

@@ -151,7 +151,12 @@ pub fn append_user(roster: &str, user: &NewUser) -> Result<String, EditError> {
             indent = Some(&line[..width]);
         }
         if width == indent.map_or(0, str::len) {
-            let key = trimmed.split(':').next().unwrap_or("").trim().trim_matches('"');
+            let key = trimmed
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"');
             if key == user.os_user {
                 return Err(EditError::Duplicate(user.os_user.clone(), i + 1));
             }
@@ -250,7 +255,10 @@ mod tests {
             append_user(roster, &anca()),
             Err(EditError::Duplicate("ancamilea".into(), 2))
         );
-        assert_eq!(append_user("people: {}\n", &anca()), Err(EditError::NoUsersKey));
+        assert_eq!(
+            append_user("people: {}\n", &anca()),
+            Err(EditError::NoUsersKey)
+        );
         assert_eq!(
             append_user("users: { a: {} }\n", &anca()),
             Err(EditError::UnsupportedUsersStyle { line: 1 })

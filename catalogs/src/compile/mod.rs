@@ -73,24 +73,28 @@ pub struct CompiledCatalog {
 
 /// Why a catalog could not be compiled: every error, as `FILE:LINE: field: message`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CompileError {
-    /// Errors in the site (or in its Vault data) that the admin has to fix.
-    #[error("{0}")]
-    Site(SiteErrors),
+#[error("{errors}")]
+pub struct CompileError {
+    /// Errors in the site (or in its Vault data) that the admin has to fix, sorted.
+    pub errors: SiteErrors,
+    /// Vault paths templates read that the given Vault data does not hold. A caller that reads
+    /// Vault lazily fetches these and compiles again; the errors above say the same for people.
+    pub missing_vault_paths: BTreeSet<String>,
 }
 
 impl CompileError {
     /// The errors, sorted by file and line.
     pub fn errors(&self) -> &[SiteError] {
-        match self {
-            CompileError::Site(errors) => &errors.0,
-        }
+        &self.errors.0
     }
 }
 
 impl From<SiteErrors> for CompileError {
     fn from(errors: SiteErrors) -> Self {
-        CompileError::Site(errors)
+        CompileError {
+            errors,
+            missing_vault_paths: BTreeSet::new(),
+        }
     }
 }
 
@@ -244,7 +248,10 @@ impl Compiler {
             for error in &mut errors.0 {
                 error.message = tracker.scrub(&error.message);
             }
-            CompileError::Site(errors)
+            CompileError {
+                errors,
+                missing_vault_paths: tracker.missing_paths(),
+            }
         };
         let mut session = Session {
             compiler: self,

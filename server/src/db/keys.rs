@@ -167,3 +167,15 @@ pub async fn history(db: impl Into<Handle<'_>>, node: &NodeId) -> Result<Vec<Nod
     .context("reading key history")?;
     Ok(rows.into_iter().map(NodeKey::from).collect())
 }
+
+/// Whether this key id was ever stored, active or revoked (key ids are unique forever, so a
+/// revoked key can never be enrolled again).
+pub async fn ever_used(db: impl Into<Handle<'_>>, key_id: &KeyId) -> Result<bool, DbError> {
+    let mut connection = db.into().connection().await?;
+    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM node_keys WHERE key_id = ?1")
+        .bind(key_id.as_str())
+        .fetch_optional(&mut *connection)
+        .await
+        .context("looking up key id")?;
+    Ok(found.is_some())
+}

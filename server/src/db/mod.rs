@@ -22,6 +22,7 @@ pub mod compile_failures;
 pub mod keys;
 pub mod nodes;
 pub mod nonces;
+pub mod pending_keys;
 pub mod runs;
 pub mod state;
 pub mod tokens;

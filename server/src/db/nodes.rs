@@ -295,6 +295,39 @@ pub async fn clear_run_now(
     Ok(updated.rows_affected() > 0)
 }
 
+/// How many nodes have each status (statuses without nodes are left out).
+pub async fn count_by_status(
+    db: impl Into<Handle<'_>>,
+) -> Result<Vec<(EnrollmentStatus, u64)>, DbError> {
+    let mut connection = db.into().connection().await?;
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM nodes GROUP BY status ORDER BY status")
+            .fetch_all(&mut *connection)
+            .await
+            .context("counting nodes")?;
+    rows.into_iter()
+        .map(|(status, count)| {
+            Ok((
+                parse_enrollment_status(&status)?,
+                u64::try_from(count).unwrap_or(0),
+            ))
+        })
+        .collect()
+}
+
+/// Names of the nodes with a pending "run now" request (for the server's wake-up sweep, which
+/// notices requests made by the admin CLI in another process).
+pub async fn with_run_now_pending(db: impl Into<Handle<'_>>) -> Result<Vec<NodeId>, DbError> {
+    let mut connection = db.into().connection().await?;
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM nodes WHERE run_now_requested_at IS NOT NULL ORDER BY name",
+    )
+    .fetch_all(&mut *connection)
+    .await
+    .context("listing run-now requests")?;
+    Ok(names.into_iter().map(NodeId).collect())
+}
+
 /// The integer id of `node`, for inserts into tables that refer to it.
 pub(crate) async fn id_of(
     connection: &mut sqlx::SqliteConnection,

@@ -208,6 +208,29 @@ pub async fn find(db: impl Into<Handle<'_>>, token_id: &str) -> Result<Option<To
     row.map(TokenRow::into_token).transpose()
 }
 
+/// The token with this id whose secret hashes to `secret_hash`, whatever its state. Without the
+/// right secret the answer is `None`, as for an unknown id, so a token's state (and its hostname
+/// glob) is only revealed to someone who holds it. The comparison happens in the lookup: the
+/// secret is high-entropy and only its hash is compared, so timing reveals nothing useful.
+pub async fn find_with_secret(
+    db: impl Into<Handle<'_>>,
+    token_id: &str,
+    secret_hash: &SecretHash,
+) -> Result<Option<Token>, DbError> {
+    let mut connection = db.into().connection().await?;
+    let row: Option<TokenRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        token_columns!(),
+        " FROM bootstrap_tokens WHERE token_id = ?1 AND secret_hash = ?2"
+    ))
+    .bind(token_id)
+    .bind(&secret_hash.0[..])
+    .fetch_optional(&mut *connection)
+    .await
+    .context("reading bootstrap token")?;
+    row.map(TokenRow::into_token).transpose()
+}
+
 /// Counts one use of the token if, at `now`, the secret matches, it is not revoked, not expired
 /// and has a use left, all in one `UPDATE`: concurrent callers are serialized by SQLite's write
 /// lock, so a token is never used more often than it allows.

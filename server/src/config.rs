@@ -1,0 +1,514 @@
+//! The server's configuration: one serde [`Config`] read from `/etc/steward/server.toml` (a few
+//! `serve` flags override it), then validated into a [`ServerConfig`] before any work starts.
+//!
+//! The commented example, [`EXAMPLE`], is what `steward-server config example` prints. Errors
+//! name the file and the key. Nothing here holds a secret: the admin token is configured as its
+//! SHA-256 (or read from a 0600 file and hashed at once), Vault credentials stay in their files.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use steward_protocol::join::check_server_url;
+use zeroize::Zeroizing;
+
+use crate::vault::VaultConfig;
+
+/// Where `serve` and the admin commands look for the config file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/steward/server.toml";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/steward-server";
+/// Default site directory.
+pub const DEFAULT_SITE_DIR: &str = "/etc/steward/site";
+/// Default TLS listen address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
+
+/// The commented example configuration (`steward-server config example`).
+pub const EXAMPLE: &str = include_str!("../config.example.toml");
+
+/// The config file as written. Every key is optional except where [`Config::resolve`] says.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// TLS listener, `ADDR:PORT`.
+    pub listen: Option<String>,
+    /// Plain HTTP listener for a TLS-terminating proxy: a loopback `ADDR:PORT` or
+    /// `unix:/path/to.sock`.
+    pub plain_listen: Option<String>,
+    /// Data directory (database, keys, generated TLS certificate).
+    pub data_dir: Option<PathBuf>,
+    /// Site directory.
+    pub site: Option<PathBuf>,
+    /// URL agents use to reach this server; written into join strings.
+    pub public_url: Option<String>,
+    /// `[tls]`.
+    #[serde(default)]
+    pub tls: TlsSection,
+    /// `[admin]`.
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// `[catalog]`.
+    #[serde(default)]
+    pub catalog: CatalogSection,
+    /// `[enroll]`.
+    #[serde(default)]
+    pub enroll: EnrollSection,
+    /// `[requests]`.
+    #[serde(default)]
+    pub requests: RequestsSection,
+    /// `[vault]`: where role data and secrets come from.
+    pub vault: Option<VaultConfig>,
+    /// Development only: read Vault data from a file in the offline `vault-data.yaml` shape
+    /// instead of a Vault server. Refused together with `[vault]`.
+    pub vault_data_file: Option<PathBuf>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain; with `key`. Without both, a self-signed certificate is generated
+    /// into the data directory on first start.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+    /// Extra names (DNS or IP) for the generated certificate.
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// SHA-256 (hex) of the admin API bearer token.
+    pub token_sha256: Option<String>,
+    /// A 0600 file holding the admin API bearer token (hashed when read).
+    pub token_file: Option<PathBuf>,
+}
+
+/// `[catalog]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSection {
+    /// Compiles running at once; more requests get 429 with Retry-After.
+    pub max_concurrent_compiles: Option<usize>,
+    /// How often the site directory is re-read to notice changes.
+    pub site_check_interval: Option<String>,
+    /// Longest `GET /v1/wait` long-poll.
+    pub wait_timeout: Option<String>,
+    /// Lifetime of the catalog key's certificate issued by the root key.
+    pub certificate_lifetime: Option<String>,
+}
+
+/// `[enroll]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollSection {
+    /// Accept enrollment requests without a bootstrap token (they always stay pending).
+    pub allow_without_token: Option<bool>,
+    /// Enrollment requests per minute from one source address.
+    pub per_address_per_minute: Option<u32>,
+    /// Enrollment requests per minute with one bootstrap token.
+    pub per_token_per_minute: Option<u32>,
+}
+
+/// `[requests]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestsSection {
+    /// Largest accepted difference between an agent's request timestamp and the server clock.
+    pub max_clock_skew: Option<String>,
+}
+
+/// The plain HTTP listener's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlainAddr {
+    /// A loopback TCP address.
+    Tcp(SocketAddr),
+    /// A unix socket path.
+    Unix(PathBuf),
+}
+
+/// Where the TLS certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// Given files.
+    Files {
+        /// PEM chain.
+        cert: PathBuf,
+        /// PEM key.
+        key: PathBuf,
+    },
+    /// Generated (once) into the data directory, for these extra names.
+    SelfSigned {
+        /// Names besides `localhost` and `127.0.0.1`.
+        names: Vec<String>,
+    },
+}
+
+/// Where Vault data comes from.
+#[derive(Debug, Clone)]
+pub enum VaultSource {
+    /// A Vault / OpenBao server.
+    Vault(VaultConfig),
+    /// A file in the offline shape (development and tests).
+    File(PathBuf),
+}
+
+/// The admin bearer token's SHA-256. `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminTokenHash(pub [u8; 32]);
+
+impl fmt::Debug for AdminTokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminTokenHash(..)")
+    }
+}
+
+/// Enrollment policy knobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollSettings {
+    /// Requests without a token are accepted (as pending).
+    pub allow_without_token: bool,
+    /// Per source address, per minute.
+    pub per_address_per_minute: u32,
+    /// Per token, per minute.
+    pub per_token_per_minute: u32,
+}
+
+/// The validated configuration `serve` runs with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// TLS listener.
+    pub listen: SocketAddr,
+    /// Plain listener, loopback or unix socket only.
+    pub plain_listen: Option<PlainAddr>,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Site directory.
+    pub site_dir: PathBuf,
+    /// URL for join strings.
+    pub public_url: Option<String>,
+    /// TLS certificate source.
+    pub tls: TlsSource,
+    /// Admin API token hash; `None` disables the admin API (every call is refused).
+    pub admin_token: Option<AdminTokenHash>,
+    /// Concurrent compiles.
+    pub max_concurrent_compiles: usize,
+    /// Site re-read interval.
+    pub site_check_interval: Duration,
+    /// Long-poll bound.
+    pub wait_timeout: Duration,
+    /// Catalog key certificate lifetime.
+    pub certificate_lifetime: Duration,
+    /// Enrollment knobs.
+    pub enroll: EnrollSettings,
+    /// Allowed request clock skew, in seconds.
+    pub max_clock_skew_secs: u32,
+    /// Vault data source.
+    pub vault: VaultSource,
+}
+
+/// `serve` flags that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--site`.
+    pub site: Option<PathBuf>,
+    /// `--plain-listen`.
+    pub plain_listen: Option<String>,
+}
+
+impl Config {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    /// Parses config text.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        toml::from_str(text).map_err(|error| anyhow::anyhow!("{}", error.to_string().trim_end()))
+    }
+
+    /// Applies flag overrides.
+    pub fn with_overrides(mut self, overrides: Overrides) -> Config {
+        if overrides.listen.is_some() {
+            self.listen = overrides.listen;
+        }
+        if overrides.data_dir.is_some() {
+            self.data_dir = overrides.data_dir;
+        }
+        if overrides.site.is_some() {
+            self.site = overrides.site;
+        }
+        if overrides.plain_listen.is_some() {
+            self.plain_listen = overrides.plain_listen;
+        }
+        self
+    }
+
+    /// The data directory, without validating anything else (for the admin commands).
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+    }
+
+    /// The catalog key certificate lifetime alone (for offline signing).
+    pub fn resolve_certificate_lifetime(&self) -> anyhow::Result<Duration> {
+        match &self.catalog.certificate_lifetime {
+            None => Ok(Duration::from_secs(90 * 86_400)),
+            Some(text) => parse_duration(text).with_context(|| {
+                format!("`catalog.certificate_lifetime` {text:?} is not a duration")
+            }),
+        }
+    }
+
+    /// Validates everything `serve` needs.
+    pub fn resolve(self) -> anyhow::Result<ServerConfig> {
+        let listen_text = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen: SocketAddr = listen_text.parse().with_context(|| {
+            format!("`listen` {listen_text:?} is not ADDR:PORT (e.g. 0.0.0.0:8443)")
+        })?;
+        let plain_listen = self
+            .plain_listen
+            .as_deref()
+            .map(parse_plain_listen)
+            .transpose()?;
+        if let Some(url) = &self.public_url {
+            check_server_url(url).with_context(|| format!("`public_url` {url:?}"))?;
+        }
+        let tls = match (self.tls.cert, self.tls.key) {
+            (Some(cert), Some(key)) => TlsSource::Files { cert, key },
+            (None, None) => TlsSource::SelfSigned {
+                names: self.tls.names,
+            },
+            _ => bail!("`tls.cert` and `tls.key` go together: set both, or neither for a self-signed certificate"),
+        };
+        let admin_token = match (self.admin.token_sha256, self.admin.token_file) {
+            (Some(_), Some(_)) => {
+                bail!("set one of `admin.token_sha256` and `admin.token_file`, not both")
+            }
+            (Some(hex_hash), None) => {
+                let bytes = hex::decode(hex_hash.trim())
+                    .ok()
+                    .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                    .context(
+                        "`admin.token_sha256` must be 64 hex digits (sha256sum of the token)",
+                    )?;
+                Some(AdminTokenHash(bytes))
+            }
+            (None, Some(path)) => Some(read_admin_token(&path)?),
+            (None, None) => None,
+        };
+        let max_concurrent_compiles = self.catalog.max_concurrent_compiles.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+        });
+        if max_concurrent_compiles == 0 {
+            bail!("`catalog.max_concurrent_compiles` must be at least 1");
+        }
+        let duration = |value: &Option<String>, key: &str, default: Duration| match value {
+            None => Ok(default),
+            Some(text) => parse_duration(text).with_context(|| {
+                format!("`{key}` {text:?} is not a duration (e.g. 500ms, 30s, 5m, 24h, 90d)")
+            }),
+        };
+        let site_check_interval = duration(
+            &self.catalog.site_check_interval,
+            "catalog.site_check_interval",
+            Duration::from_secs(1),
+        )?;
+        let wait_timeout = duration(
+            &self.catalog.wait_timeout,
+            "catalog.wait_timeout",
+            Duration::from_secs(55),
+        )?;
+        let certificate_lifetime = duration(
+            &self.catalog.certificate_lifetime,
+            "catalog.certificate_lifetime",
+            Duration::from_secs(90 * 86_400),
+        )?;
+        if certificate_lifetime < Duration::from_secs(86_400) {
+            bail!("`catalog.certificate_lifetime` must be at least 1d");
+        }
+        let skew = duration(
+            &self.requests.max_clock_skew,
+            "requests.max_clock_skew",
+            Duration::from_secs(300),
+        )?;
+        let max_clock_skew_secs = u32::try_from(skew.as_secs())
+            .ok()
+            .filter(|secs| (1..=3600).contains(secs))
+            .context("`requests.max_clock_skew` must be between 1s and 1h")?;
+        let enroll = EnrollSettings {
+            allow_without_token: self.enroll.allow_without_token.unwrap_or(false),
+            per_address_per_minute: self.enroll.per_address_per_minute.unwrap_or(10),
+            per_token_per_minute: self.enroll.per_token_per_minute.unwrap_or(30),
+        };
+        if enroll.per_address_per_minute == 0 || enroll.per_token_per_minute == 0 {
+            bail!("`enroll.per_address_per_minute` and `enroll.per_token_per_minute` must be at least 1");
+        }
+        let vault = match (self.vault, self.vault_data_file) {
+            (Some(_), Some(_)) => bail!("set `[vault]` or `vault_data_file`, not both"),
+            (Some(vault), None) => VaultSource::Vault(vault),
+            (None, Some(file)) => VaultSource::File(file),
+            (None, None) => bail!(
+                "no Vault configured: add a `[vault]` table (see `steward-server config example`)"
+            ),
+        };
+        Ok(ServerConfig {
+            listen,
+            plain_listen,
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            site_dir: self.site.unwrap_or_else(|| PathBuf::from(DEFAULT_SITE_DIR)),
+            public_url: self.public_url,
+            tls,
+            admin_token,
+            max_concurrent_compiles,
+            site_check_interval,
+            wait_timeout,
+            certificate_lifetime,
+            enroll,
+            max_clock_skew_secs,
+            vault,
+        })
+    }
+}
+
+/// Loads the config for an admin command: `--config FILE` if given (it must exist), else the
+/// default file if it exists, else the defaults.
+pub fn load_for_admin(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(path) => Config::load(path),
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+            Config::load(Path::new(DEFAULT_CONFIG_PATH))
+        }
+        None => Ok(Config::default()),
+    }
+}
+
+/// `127.0.0.1:8080`, `[::1]:8080` or `unix:/run/steward/server.sock`. Anything reachable from
+/// another host is refused: the plain listener is for a TLS-terminating proxy on this host.
+pub fn parse_plain_listen(text: &str) -> anyhow::Result<PlainAddr> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        let path = PathBuf::from(path);
+        if !path.is_absolute() {
+            bail!("`plain_listen` {text:?}: the unix socket path must be absolute");
+        }
+        return Ok(PlainAddr::Unix(path));
+    }
+    let addr: SocketAddr = text.parse().with_context(|| {
+        format!("`plain_listen` {text:?} is not a loopback ADDR:PORT or unix:/path")
+    })?;
+    if !addr.ip().is_loopback() {
+        bail!(
+            "`plain_listen` {text:?} is not a loopback address; plain HTTP is only for a proxy on \
+             this host (use 127.0.0.1:PORT or unix:/path)"
+        );
+    }
+    Ok(PlainAddr::Tcp(addr))
+}
+
+/// Parses `500ms`, `30s`, `5m`, `24h`, `90d` (one number, one unit).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        "ms" => return Some(Duration::from_millis(number)),
+        "s" => number,
+        "m" => number.checked_mul(60)?,
+        "h" => number.checked_mul(3600)?,
+        "d" => number.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(seconds))
+}
+
+fn read_admin_token(path: &Path) -> anyhow::Result<AdminTokenHash> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("reading `admin.token_file` {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "`admin.token_file` {} is readable by group or others; chmod 600 it",
+                path.display()
+            );
+        }
+    }
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading `admin.token_file` {}", path.display()))?,
+    );
+    let token = text.trim();
+    if token.len() < 16 {
+        bail!(
+            "`admin.token_file` {} holds fewer than 16 characters; use a long random token",
+            path.display()
+        );
+    }
+    Ok(AdminTokenHash(Sha256::digest(token.as_bytes()).into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_parses_and_resolves() {
+        let config = Config::parse(EXAMPLE).unwrap();
+        let resolved = config.resolve().unwrap();
+        assert_eq!(resolved.listen.to_string(), "0.0.0.0:8443");
+        assert_eq!(resolved.wait_timeout, Duration::from_secs(55));
+    }
+
+    #[test]
+    fn plain_listener_must_be_loopback_or_unix() {
+        assert!(parse_plain_listen("127.0.0.1:8080").is_ok());
+        assert!(parse_plain_listen("[::1]:8080").is_ok());
+        assert!(parse_plain_listen("unix:/run/steward.sock").is_ok());
+        for bad in [
+            "0.0.0.0:8080",
+            "10.0.0.1:80",
+            "unix:relative.sock",
+            "localhost",
+        ] {
+            assert!(parse_plain_listen(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_half_tls_are_refused() {
+        assert!(Config::parse("lisen = \"x\"").is_err());
+        let half = Config::parse("vault_data_file = \"/x\"\n[tls]\ncert = \"/a\"\n").unwrap();
+        assert!(half.resolve().is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("90d"),
+            Some(Duration::from_secs(90 * 86_400))
+        );
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("5w"), None);
+    }
+}

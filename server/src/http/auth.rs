@@ -1,0 +1,233 @@
+//! Authentication: the middleware that guards every route ([`authenticate`]) and the typed
+//! principals handlers take ([`AgentAuth`], [`Admin`], [`ClientAddr`]).
+//!
+//! Agent requests (DESIGN §5, "Requests"): the four `x-steward-*` headers are verified with
+//! [`steward_protocol::verify_request`] against the **active** key they name (±
+//! `requests.max_clock_skew`), the nonce is recorded (a repeat is a replay), the node must be
+//! **approved**, and `last_seen_at` is touched. Key status is read from the database on every
+//! request: a revocation takes effect on the next one (THREATS E5). The node's identity comes
+//! from the key alone (S2, C5). Refusals are 401 (no or bad credentials) or 403 (a valid key of
+//! a node that may not act), with generic bodies.
+
+use std::net::SocketAddr;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use steward_protocol::{verify_request, EnrollmentStatus, SignedRequestHeaders, MAX_REPORT_BYTES};
+
+use crate::db;
+use crate::db::keys::NodeKey;
+use crate::db::nodes::Node;
+use crate::http::error::ApiError;
+use crate::http::{access_of, Access};
+use crate::service;
+use crate::state::AppState;
+
+/// Largest body of a signed agent request (the largest agent document is a run report).
+pub const MAX_AGENT_BODY: usize = MAX_REPORT_BYTES;
+
+/// A verified agent request: the node (from its key alone), the key, and the body bytes that
+/// were verified.
+#[derive(Debug, Clone)]
+pub struct AgentRequest {
+    /// The node, approved at the time of the request.
+    pub node: Node,
+    /// The active key that signed.
+    pub key: NodeKey,
+    /// The request body, exactly as signed.
+    pub body: Bytes,
+}
+
+/// Extractor of the [`AgentRequest`] the middleware verified. Refuses (401) when there is none,
+/// which only happens on a route the middleware does not treat as an agent route.
+#[derive(Debug, Clone)]
+pub struct AgentAuth(pub AgentRequest);
+
+impl<S: Send + Sync> FromRequestParts<S> for AgentAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .remove::<AgentRequest>()
+            .map(AgentAuth)
+            .ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// An authenticated admin (the admin API token). `actor` names them in the audit log.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Audit actor.
+    pub actor: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Admin>()
+            .cloned()
+            .ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// The peer address (`None` on the unix socket listener).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub Option<SocketAddr>);
+
+impl ClientAddr {
+    /// The address as rate-limit key and audit text.
+    pub fn source(&self) -> String {
+        self.0
+            .map_or_else(|| "unix".to_owned(), |addr| addr.ip().to_string())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0),
+        ))
+    }
+}
+
+/// The guard on every route: see the module and [`crate::http`] documentation.
+pub async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned());
+    let access = route.as_deref().map_or(Access::Denied, access_of);
+    let outcome = match access {
+        Access::Public => Ok(request),
+        Access::Admin => authenticate_admin(&state, request),
+        Access::Agent => authenticate_agent(&state, request).await,
+        Access::Denied => Err(ApiError::Unauthorized),
+    };
+    match outcome {
+        Ok(request) => next.run(request).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+fn authenticate_admin(state: &AppState, mut request: Request) -> Result<Request, ApiError> {
+    let Some(expected) = &state.config.admin_token else {
+        return Err(ApiError::Unauthorized);
+    };
+    let presented = bearer_token(request.headers()).ok_or(ApiError::Unauthorized)?;
+    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    if !constant_time_eq(&digest, &expected.0) {
+        tracing::warn!("admin api call with a wrong token");
+        return Err(ApiError::Unauthorized);
+    }
+    request.extensions_mut().insert(Admin {
+        actor: "admin-api".to_owned(),
+    });
+    Ok(request)
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token.trim())
+}
+
+/// Compares two digests without an early exit.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authenticate_agent(state: &AppState, request: Request) -> Result<Request, ApiError> {
+    let headers = SignedRequestHeaders::from_lookup(|name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+    })
+    .map_err(|_| ApiError::Unauthorized)?;
+    // The key first: a caller without an active key never gets its body buffered.
+    let Some(key) = db::keys::find_active_by_key_id(&state.db, &headers.key).await? else {
+        tracing::info!("signed request with an unknown or revoked key");
+        return Err(ApiError::Unauthorized);
+    };
+    let (mut parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, MAX_AGENT_BODY)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(MAX_AGENT_BODY))?;
+    let public: [u8; 32] = STANDARD
+        .decode(&key.signing_key)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("stored signing key is not 32 bytes")))?;
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path(), |path| path.as_str());
+    let now = service::now();
+    let skew = state.config.max_clock_skew_secs;
+    if let Err(refusal) = verify_request(
+        &public,
+        parts.method.as_str(),
+        path,
+        &headers,
+        &body,
+        now,
+        skew,
+    ) {
+        tracing::info!(node = %key.node, reason = %refusal, "signed request refused");
+        return Err(ApiError::Unauthorized);
+    }
+    let fresh = db::nonces::check_and_record(
+        &state.db,
+        &headers.key,
+        &headers.nonce,
+        now,
+        i64::from(skew),
+    )
+    .await?;
+    if !fresh {
+        tracing::warn!(node = %key.node, "replayed request nonce refused");
+        return Err(ApiError::Unauthorized);
+    }
+    let node = db::nodes::get_by_name(&state.db, &key.node)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    if node.status != EnrollmentStatus::Approved {
+        tracing::info!(node = %node.name, status = crate::metrics::status_name(node.status), "request from a node that is not approved");
+        return Err(ApiError::Forbidden);
+    }
+    db::nodes::touch_last_seen(&state.db, &node.name, now).await?;
+    parts.extensions.insert(AgentRequest { node, key, body });
+    Ok(Request::from_parts(parts, Body::empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing_and_comparison() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(bearer_token(&headers), Some("abc"));
+        headers.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer_token(&headers), None);
+        assert!(constant_time_eq(&[1; 32], &[1; 32]));
+        assert!(!constant_time_eq(&[1; 32], &[2; 32]));
+    }
+}

@@ -1,0 +1,211 @@
+//! The admin CLI (`token`, `node`, `backup`, `config`, `compile --signed`) run as the real binary
+//! against the data directory of a running server.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output, Stdio};
+
+use base64::Engine;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use steward_protocol::join::JoinString;
+use steward_protocol::NodeId;
+use support::server::{example_site, now, Agent, TestServer};
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_steward-server"))
+        .args(args)
+        .env("USER", "alice")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn token_node_and_backup_commands_work_on_the_servers_database() {
+    let server = TestServer::start().await;
+    let data = server.data_dir.display().to_string();
+
+    let out = ok(&cli(&[
+        "token",
+        "create",
+        "--data-dir",
+        &data,
+        "--server-url",
+        &server.url,
+        "--hostname",
+        "devvm",
+        "--ttl",
+        "1h",
+    ]));
+    let join: JoinString = out.trim().parse().unwrap();
+    assert_eq!(
+        join.root_key_id(),
+        &server.root_key_id(),
+        "E1: the pin is the root key"
+    );
+    assert_eq!(join.server_url(), server.url);
+    let listed = ok(&cli(&["token", "list", "--data-dir", &data]));
+    assert!(
+        listed.contains(join.token().id()) && listed.contains("valid"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(join.token().secret()),
+        "the secret is never shown again"
+    );
+
+    let agent = Agent::new("devvm");
+    let (_, body) = agent.enroll(&server, Some(&join.token().expose())).await;
+    assert_eq!(body["status"], "pending");
+    let nodes = ok(&cli(&["node", "list", "--data-dir", &data]));
+    assert!(
+        nodes.contains("devvm") && nodes.contains("pending"),
+        "{nodes}"
+    );
+
+    ok(&cli(&["node", "approve", "devvm", "--data-dir", &data]));
+    assert_eq!(agent.catalog(&server).await.status(), StatusCode::OK);
+    let (_, audit) = server
+        .admin(Method::GET, "/api/v1/audit?target=devvm", None)
+        .await;
+    assert_eq!(audit[0]["action"], "node.approve");
+    assert_eq!(audit[0]["actor"], "cli:alice");
+
+    // Run-now from the CLI: the next long-poll returns at once.
+    ok(&cli(&["node", "run-now", "devvm", "--data-dir", &data]));
+    let response = agent
+        .signed(
+            &server,
+            Method::GET,
+            "/v1/wait?serial=1&timeout=30",
+            Vec::new(),
+            &[],
+        )
+        .await;
+    assert_eq!(response.json::<Value>().await.unwrap()["reason"], "run_now");
+
+    let backup = server.dirs.path().join("backup.db");
+    ok(&cli(&[
+        "backup",
+        &backup.display().to_string(),
+        "--data-dir",
+        &data,
+    ]));
+    let mode = std::fs::metadata(&backup).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    ok(&cli(&[
+        "node",
+        "revoke",
+        "devvm",
+        "--reason",
+        "rebuilt",
+        "--data-dir",
+        &data,
+    ]));
+    let status = agent.catalog(&server).await.status();
+    assert!(matches!(
+        status,
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+    ));
+
+    let id = join.token().id().to_owned();
+    ok(&cli(&["token", "revoke", &id, "--data-dir", &data]));
+    let refused = cli(&["token", "revoke", &id, "--data-dir", &data]);
+    assert!(!refused.status.success());
+    // A data directory without a database is refused, not created.
+    let empty = server.dirs.path().join("empty");
+    let refused = cli(&["node", "list", "--data-dir", &empty.display().to_string()]);
+    assert!(!refused.status.success());
+    assert!(!empty.join("steward.db").exists());
+}
+
+#[tokio::test]
+async fn compile_signed_writes_an_envelope_the_agent_accepts() {
+    let server = TestServer::start().await;
+    let agent = Agent::new("devvm");
+    let out = server.dirs.path().join("devvm.envelope.json");
+    let key = base64::engine::general_purpose::STANDARD.encode(agent.encryption.public_bytes());
+    ok(&cli(&[
+        "compile",
+        "--site",
+        &example_site().display().to_string(),
+        "--node",
+        "devvm",
+        "--vault-data",
+        &example_site().join("vault-data.yaml").display().to_string(),
+        "--signed",
+        "--to-key",
+        &key,
+        "--data-dir",
+        &server.data_dir.display().to_string(),
+        "--out",
+        &out.display().to_string(),
+    ]));
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let verified = steward_protocol::verify_catalog(
+        bytes.trim_ascii_end(),
+        &server.root_key_id(),
+        &NodeId("devvm".into()),
+        None,
+        now(),
+    )
+    .unwrap();
+    assert!(verified.serial.0 > 1_600_000_000_000, "serial is now in ms");
+    let sealed = verified.catalog.resources.iter().any(|r| {
+        matches!(&r.spec, steward_protocol::ResourceSpec::File(f)
+            if matches!(f.content, steward_protocol::FileContent::Sealed(_)))
+    });
+    assert!(sealed);
+    // Without a data directory holding keys, nothing is signed (no new root key invented).
+    let refused = cli(&[
+        "compile",
+        "--site",
+        &example_site().display().to_string(),
+        "--node",
+        "devvm",
+        "--signed",
+        "--to-key",
+        &key,
+        "--data-dir",
+        &server.dirs.path().join("nothing").display().to_string(),
+    ]);
+    assert!(!refused.status.success());
+}
+
+#[test]
+fn config_example_prints_a_valid_commented_config() {
+    let out = ok(&cli(&["config", "example"]));
+    assert!(out.contains("# "), "commented");
+    steward_server::config::Config::parse(&out)
+        .unwrap()
+        .resolve()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "plain_listen = \"0.0.0.0:8080\"\nvault_data_file = \"/x\"\n",
+    )
+    .unwrap();
+    let refused = cli(&["config", "check", "--config", &bad.display().to_string()]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("loopback"));
+}
