@@ -86,8 +86,18 @@ fn verify_refuses_another_root_another_node_and_a_tampered_byte() {
     let tampered_file = dir.path().join("tampered.json");
     std::fs::write(&tampered_file, &tampered).unwrap();
     let cases = [
-        (&file, other_root.as_str(), "devvm", "not signed by a trusted key"),
-        (&file, trust.as_str(), "ws-01", "catalog is for another node"),
+        (
+            &file,
+            other_root.as_str(),
+            "devvm",
+            "not signed by a trusted key",
+        ),
+        (
+            &file,
+            trust.as_str(),
+            "ws-01",
+            "catalog is for another node",
+        ),
         (&tampered_file, trust.as_str(), "devvm", ""),
     ];
     for (path, trust, node, expected) in cases {

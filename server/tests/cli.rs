@@ -432,3 +432,106 @@ fn add_user_dry_run_writes_nothing() {
     assert!(stdout(&out).contains("would add"));
     assert_eq!(fs::read_to_string(&roster).unwrap(), before);
 }
+
+fn diff(site: &Path, against: &Path) -> Output {
+    let vault = example_site().join("vault-data.yaml");
+    server(&[
+        "diff",
+        "--site",
+        site.to_str().unwrap(),
+        "--against",
+        against.to_str().unwrap(),
+        "--node",
+        "devvm",
+        "--node",
+        "web-1",
+        "--vault-data",
+        vault.to_str().unwrap(),
+        "--data-dir",
+        site.join("no-such-data-dir").to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn diff_previews_a_roster_change_per_host_without_secrets() {
+    let site = site_copy();
+    let roster = site.path().join("roster.yaml");
+    let text = fs::read_to_string(&roster).unwrap();
+    fs::write(
+        &roster,
+        text.replace(
+            "users:\n",
+            "users:\n  gheorghe: { authentik_user: vabbit81, k8s_user: vabbit81, tier: namespace-owner, namespaces: [vabbit81] }\n",
+        ),
+    )
+    .unwrap();
+    let out = diff(site.path(), &example_site());
+    let text = stdout(&out);
+    // devvm changes; web-1 matches no host class and errors with either site.
+    assert_eq!(out.status.code(), Some(6), "{text}\n{}", stderr(&out));
+    assert!(text.contains("devvm: changed ("), "{text}");
+    assert!(text.contains("  + user:gheorghe"), "{text}");
+    assert!(text.contains("  ~ file:/etc/ttyd-user-map"), "{text}");
+    assert!(text.contains("+ vabbit81=gheorghe"), "{text}");
+    assert!(
+        text.contains("  + file:/home/gheorghe/.claude.json"),
+        "{text}"
+    );
+    assert!(text.contains("web-1: errored with the new site"), "{text}");
+    // Ports are sticky: the newcomer gets a free port, nobody else's moves.
+    assert!(!text.contains("file:/etc/t3-serve/emo.env"), "{text}");
+    assert!(
+        text.contains("\"vabbit81\": {\"os_user\": \"gheorghe\", \"port\": 3776}"),
+        "{text}"
+    );
+    assert!(text.contains("1 changed, 0 unchanged, 1 errored"), "{text}");
+    for secret in sensitive_vault_values() {
+        assert!(!text.contains(&secret), "secret {secret:?} shown");
+    }
+}
+
+#[test]
+fn diff_of_an_unchanged_site_exits_0_and_a_failing_one_4() {
+    let vault = example_site().join("vault-data.yaml");
+    let site = example_site();
+    let unchanged = server(&[
+        "diff",
+        "--site",
+        site.to_str().unwrap(),
+        "--against",
+        site.to_str().unwrap(),
+        "--node",
+        "devvm",
+        "--vault-data",
+        vault.to_str().unwrap(),
+    ]);
+    assert_eq!(unchanged.status.code(), Some(0), "{}", stderr(&unchanged));
+    assert!(stdout(&unchanged).contains("devvm: unchanged"));
+    // A tier that disagrees with Vault fails every compile of the new site: errored, exit 4.
+    let broken = site_copy();
+    let roster = broken.path().join("roster.yaml");
+    let text = fs::read_to_string(&roster).unwrap();
+    fs::write(
+        &roster,
+        text.replace("tier: power-user", "tier: namespace-owner, namespaces: [x]"),
+    )
+    .unwrap();
+    let out = server(&[
+        "diff",
+        "--site",
+        broken.path().to_str().unwrap(),
+        "--against",
+        site.to_str().unwrap(),
+        "--node",
+        "devvm",
+        "--vault-data",
+        vault.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("devvm: errored with the new site"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("users.emo.tier"), "{}", stdout(&out));
+}

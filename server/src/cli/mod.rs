@@ -11,6 +11,7 @@ mod backup;
 mod check;
 mod compile;
 mod config_cmd;
+mod diff;
 mod node;
 mod serve;
 pub mod store;
@@ -42,6 +43,9 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Compile one node's catalog offline and print it (sensitive values redacted).
     Compile(compile::CompileArgs),
+    /// Preview a site change: compile every approved node (or --node) with both sites and
+    /// print per host errored / changed (resource diff, redacted) / unchanged. Exit 0, 2, 4, 6.
+    Diff(diff::DiffArgs),
     /// Add a person to roster.yaml: prompts (or flags), validates everything, then appends
     /// atomically, keeping the file's comments and formatting.
     AddUser(add_user::AddUserArgs),
@@ -57,6 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup(args) => backup::run(args),
         Command::Check(args) => check::run(args),
         Command::Compile(args) => compile::run(args),
+        Command::Diff(args) => diff::run(args),
         Command::AddUser(args) => add_user::run(args),
     }
 }

@@ -32,7 +32,7 @@
 //! A compile is given the site's roles path plus the paths the node's last successful compile
 //! read (for a node seen first, the union of every node's paths for the current site). When a
 //! template reads a path that was not fetched, the compile fails and names it in
-//! [`CompileError::missing_vault_paths`]; the service then fetches those paths and compiles
+//! [`steward_catalogs::compile::CompileError::missing_vault_paths`]; the service then fetches those paths and compiles
 //! again, at most [`MAX_VAULT_ROUNDS`] times. A path Vault itself does not have is a real
 //! failure (THREATS K6): the compile fails for that node, its last good catalog is served.
 //!
@@ -47,7 +47,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use steward_catalogs::compile::{CompileError, CompiledCatalog, Compiler, NodeInfo};
+use steward_catalogs::compile::{CompiledCatalog, Compiler, NodeInfo};
 use steward_catalogs::loader::{read_site_files, LoadError};
 use steward_catalogs::model::HostClass;
 use steward_catalogs::site::{parse_site, site_hash};
@@ -68,8 +68,6 @@ use crate::service::waiters::Waiters;
 
 /// Compile rounds when templates read Vault paths that were not fetched yet.
 pub const MAX_VAULT_ROUNDS: usize = 8;
-
-/// The message prefix the compiler uses for a Vault path missing from its data.
 
 /// A signed catalog envelope issued for a node, as served.
 #[derive(Debug)]
@@ -444,8 +442,8 @@ impl CatalogService {
                     let missing: BTreeSet<String> = error
                         .missing_vault_paths
                         .iter()
+                        .filter(|path| !paths.contains(*path))
                         .cloned()
-                        .filter(|path| !paths.contains(path))
                         .collect();
                     if missing.is_empty() || round >= MAX_VAULT_ROUNDS {
                         let message = error.to_string();
