@@ -296,5 +296,6 @@ fn spawn_background(state: &AppState) -> tokio::task::JoinSet<()> {
             }
         }
     });
+    crate::retention::spawn(&mut tasks, state);
     tasks
 }

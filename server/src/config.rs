@@ -60,6 +60,9 @@ pub struct Config {
     /// `[requests]`.
     #[serde(default)]
     pub requests: RequestsSection,
+    /// `[retention]`.
+    #[serde(default)]
+    pub retention: RetentionSection,
     /// `[vault]`: where role data and secrets come from.
     pub vault: Option<VaultConfig>,
     /// Development only: read Vault data from a file in the offline `vault-data.yaml` shape
@@ -123,6 +126,30 @@ pub struct EnrollSection {
 pub struct RequestsSection {
     /// Largest accepted difference between an agent's request timestamp and the server clock.
     pub max_clock_skew: Option<String>,
+}
+
+/// `[retention]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    /// Run reports (with their events) received longer ago than this are deleted. Unset: runs
+    /// are kept forever.
+    pub runs_max_age: Option<String>,
+    /// How often the pruning runs (default 1h).
+    pub interval: Option<String>,
+    /// Runs deleted per write transaction (default 500).
+    pub batch_size: Option<u32>,
+}
+
+/// Scheduled retention of run reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionSettings {
+    /// Runs received longer ago than this are deleted.
+    pub runs_max_age: Duration,
+    /// Period of the pruning task.
+    pub interval: Duration,
+    /// Runs per transaction.
+    pub batch_size: u32,
 }
 
 /// The plain HTTP listener's address.
@@ -212,6 +239,8 @@ pub struct ServerConfig {
     pub max_clock_skew_secs: u32,
     /// Vault data source.
     pub vault: VaultSource,
+    /// Scheduled pruning of old runs; `None` keeps them forever.
+    pub retention: Option<RetentionSettings>,
 }
 
 /// `serve` flags that override the file.
@@ -358,6 +387,41 @@ impl Config {
         if enroll.per_address_per_minute == 0 || enroll.per_token_per_minute == 0 {
             bail!("`enroll.per_address_per_minute` and `enroll.per_token_per_minute` must be at least 1");
         }
+        let retention = match &self.retention.runs_max_age {
+            None => {
+                if self.retention.interval.is_some() || self.retention.batch_size.is_some() {
+                    bail!("`retention.interval` and `retention.batch_size` need `retention.runs_max_age`");
+                }
+                None
+            }
+            Some(_) => {
+                let runs_max_age = duration(
+                    &self.retention.runs_max_age,
+                    "retention.runs_max_age",
+                    Duration::ZERO,
+                )?;
+                if runs_max_age < Duration::from_secs(3600) {
+                    bail!("`retention.runs_max_age` must be at least 1h");
+                }
+                let interval = duration(
+                    &self.retention.interval,
+                    "retention.interval",
+                    Duration::from_secs(3600),
+                )?;
+                if interval.is_zero() {
+                    bail!("`retention.interval` must be more than 0");
+                }
+                let batch_size = self.retention.batch_size.unwrap_or(500);
+                if batch_size == 0 {
+                    bail!("`retention.batch_size` must be at least 1");
+                }
+                Some(RetentionSettings {
+                    runs_max_age,
+                    interval,
+                    batch_size,
+                })
+            }
+        };
         let vault = match (self.vault, self.vault_data_file) {
             (Some(_), Some(_)) => bail!("set `[vault]` or `vault_data_file`, not both"),
             (Some(vault), None) => VaultSource::Vault(vault),
@@ -383,6 +447,7 @@ impl Config {
             enroll,
             max_clock_skew_secs,
             vault,
+            retention,
         })
     }
 }
@@ -499,6 +564,35 @@ mod tests {
         assert!(Config::parse("lisen = \"x\"").is_err());
         let half = Config::parse("vault_data_file = \"/x\"\n[tls]\ncert = \"/a\"\n").unwrap();
         assert!(half.resolve().is_err());
+    }
+
+    #[test]
+    fn retention_is_off_by_default_and_validated() {
+        let base = "vault_data_file = \"/x\"\n";
+        let off = Config::parse(base).unwrap().resolve().unwrap();
+        assert_eq!(off.retention, None);
+        let on = Config::parse(&format!("{base}[retention]\nruns_max_age = \"90d\"\n"))
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            on.retention,
+            Some(RetentionSettings {
+                runs_max_age: Duration::from_secs(90 * 86_400),
+                interval: Duration::from_secs(3600),
+                batch_size: 500,
+            })
+        );
+        for bad in [
+            "runs_max_age = \"30m\"",
+            "runs_max_age = \"90x\"",
+            "runs_max_age = \"90d\"\ninterval = \"0s\"",
+            "runs_max_age = \"90d\"\nbatch_size = 0",
+            "interval = \"1h\"",
+        ] {
+            let config = Config::parse(&format!("{base}[retention]\n{bad}\n")).unwrap();
+            assert!(config.resolve().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`config`], [`keys`], [`tls`], [`metrics`], [`telemetry`], [`state`]: the server's parts.
 //! - [`cli`]: `serve`, `config`, `token`, `node`, `backup`, `check`, `compile`, `diff`, `add-user`.
 //! - [`catalog_diff`]: resource-level differences between two catalogs (secrets never shown).
+//! - [`retention`]: scheduled pruning of old run reports.
 //! - [`roster_edit`]: appending a roster entry as text, comments kept.
 //! - [`vault`]: the Vault / OpenBao KV v2 client (token and AppRole auth, renewal).
 //! - [`db`]: the SQLite store (sqlx, migrations in `../migrations`).
@@ -18,6 +19,7 @@ pub mod db;
 pub mod http;
 pub mod keys;
 pub mod metrics;
+pub mod retention;
 pub mod roster_edit;
 pub mod service;
 pub mod state;
