@@ -272,6 +272,41 @@ async fn connections_use_wal_full_sync_secure_delete_foreign_keys_and_busy_timeo
 }
 
 #[tokio::test]
+async fn bookkeeping_connections_skip_the_fsync_and_durable_ones_do_not() {
+    let (_dir, db) = open_temp().await;
+    let mut relaxed = db.relaxed().acquire().await.unwrap();
+    for (pragma, expected) in [
+        ("synchronous", 1), // NORMAL: nonces, last-seen, facts
+        ("secure_delete", 1),
+        ("foreign_keys", 1),
+        ("busy_timeout", 5_000),
+    ] {
+        let value: i64 = sqlx::query_scalar(&format!("PRAGMA {pragma}"))
+            .fetch_one(&mut *relaxed)
+            .await
+            .unwrap();
+        assert_eq!(value, expected, "relaxed PRAGMA {pragma}");
+    }
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut *relaxed)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    drop(relaxed);
+    // What one pool writes the other reads: they are one database.
+    let key = KeyId(format!("sha256:{}", "ab".repeat(32)));
+    let now = Timestamp(1_800_000_000);
+    assert!(
+        nonces::check_and_record(db.relaxed(), &key, "00ff", now, 300)
+            .await
+            .unwrap()
+    );
+    assert!(!nonces::check_and_record(&db, &key, "00ff", now, 300)
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
 async fn open_refuses_a_database_that_fails_its_integrity_check() {
     let (dir, db) = open_temp().await;
     let path = db.path().to_owned();

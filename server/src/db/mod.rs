@@ -53,6 +53,9 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections in the pool. SQLite has one writer at a time; the others read concurrently (WAL).
 pub const MAX_CONNECTIONS: u32 = 8;
 
+/// Connections of the relaxed pool ([`Db::relaxed`]).
+const RELAXED_CONNECTIONS: u32 = 2;
+
 /// Pause between two retention batches, so that writers waiting in SQLite's busy handler get
 /// the lock between batches instead of the pruner taking it again at once.
 const PRUNE_PAUSE: Duration = Duration::from_millis(20);
@@ -70,6 +73,8 @@ pub(crate) const PRUNE_RUNS_SQL: &str = "DELETE FROM runs WHERE id IN \
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: SqlitePool,
+    /// Connections with `synchronous=NORMAL`: see [`Db::relaxed`].
+    relaxed: SqlitePool,
     path: PathBuf,
 }
 
@@ -87,8 +92,13 @@ impl Db {
                 path: path.to_owned(),
                 source,
             })?;
+        // Opened lazily: migrations run on `pool` first.
+        let relaxed = SqlitePoolOptions::new()
+            .max_connections(RELAXED_CONNECTIONS)
+            .connect_lazy_with(connect_options(path).synchronous(SqliteSynchronous::Normal));
         let db = Db {
             pool,
+            relaxed,
             path: path.to_owned(),
         };
         let opened = async {
@@ -111,6 +121,17 @@ impl Db {
                 Err(error)
             }
         }
+    }
+
+    /// Connections whose commits do not wait for an fsync (`synchronous=NORMAL` in WAL mode),
+    /// for per-request bookkeeping whose loss on power failure is harmless: request nonces
+    /// (a nonce lost with the last second before a crash is still bounded by the timestamp
+    /// window), last-seen times and facts. Everything durable (serials, catalogs, reports,
+    /// tokens, keys, audit) goes through [`Db::pool`] with `synchronous=FULL`. The database
+    /// stays consistent either way: WAL commits are atomic, and the next FULL commit syncs
+    /// the earlier frames too.
+    pub fn relaxed(&self) -> &SqlitePool {
+        &self.relaxed
     }
 
     /// The connection pool, for queries outside this module's functions.
@@ -241,6 +262,7 @@ impl Db {
 
     /// Closes every connection (the last one checkpoints and removes the WAL).
     pub async fn close(&self) {
+        self.relaxed.close().await;
         self.pool.close().await;
     }
 }

@@ -71,7 +71,7 @@ pub async fn catalog(
             .map_err(|error| ApiError::BadRequest(format!("invalid facts: {error}")))?
     };
     check_machine_id(&state, &agent, &facts).await?;
-    db::nodes::set_facts(&state.db, &agent.node.name, &facts).await?;
+    db::nodes::set_facts(state.db.relaxed(), &agent.node.name, &facts).await?;
     let request = NodeRequest {
         node: agent.node.name.clone(),
         encryption_key: agent.key.encryption_key.clone(),
@@ -258,7 +258,7 @@ pub async fn report(
         }
         Err(error) => return Err(error.into()),
     };
-    db::nodes::set_facts(&state.db, &agent.node.name, &report.facts).await?;
+    db::nodes::set_facts(state.db.relaxed(), &agent.node.name, &report.facts).await?;
     let outcome = match outcome {
         InsertOutcome::Inserted => {
             Metrics::inc(&state.metrics.reports_received);
