@@ -11,7 +11,6 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use base64::engine::general_purpose::STANDARD;
@@ -98,14 +97,7 @@ pub fn run(args: CompileArgs) -> anyhow::Result<ExitCode> {
         None => VaultData::default(),
     };
     let node = NodeInfo::new(NodeId(args.node.clone()));
-    let now = Timestamp(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .context("reading the clock")?
-            .as_secs()
-            .try_into()
-            .context("clock out of range")?,
-    );
+    let now = crate::service::now();
     let signing = if args.signed {
         let store = super::store::StoreArgs {
             config: args.config.clone(),

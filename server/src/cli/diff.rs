@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -46,14 +45,7 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
     let old_site = load(&args.against)?;
     let new = Compiler::new(&new_site);
     let old = Compiler::new(&old_site).ok();
-    let now = Timestamp(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .context("reading the clock")?
-            .as_secs()
-            .try_into()
-            .context("clock out of range")?,
-    );
+    let now = crate::service::now();
     runtime()?.block_on(async move {
         let (nodes, db) = if args.nodes.is_empty() {
             let db = args.store.open_db().await?;

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::config::parse_duration;
+
 /// Default for [`VaultConfig::timeout`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default for [`VaultConfig::cache_ttl`].
@@ -138,22 +140,6 @@ fn default_cache_ttl() -> Duration {
 
 fn default_approle_mount() -> String {
     DEFAULT_APPROLE_MOUNT.to_owned()
-}
-
-/// Parses `500ms`, `30s`, `5m`, `1h` (one number, one unit).
-pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let seconds = match unit {
-        "ms" => return Some(Duration::from_millis(number)),
-        "s" => number,
-        "m" => number.checked_mul(60)?,
-        "h" => number.checked_mul(3600)?,
-        _ => return None,
-    };
-    Some(Duration::from_secs(seconds))
 }
 
 fn deserialize_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
+use crate::config::parse_duration;
 use crate::vault::auth::Lease;
-use crate::vault::config::parse_duration;
 use crate::vault::path::KvPath;
 use crate::vault::{VaultAuth, VaultClient, VaultConfig, VaultError};
 
