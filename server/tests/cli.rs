@@ -1,20 +1,13 @@
-//! The offline CLI (`check`, `compile`, `add-user`) run as a real binary against the example
+//! The offline CLI (`check`, `compile`, `diff`, `add-user`) run as a real binary against the example
 //! site and broken copies of it.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+mod support;
 
-fn example_site() -> PathBuf {
-    repo_root().join("deploy/example-site")
-}
+use support::server::{copy_dir, example_site};
 
 fn server(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_steward-server"))
@@ -34,18 +27,6 @@ fn stderr(out: &Output) -> String {
 
 /// A copy of the example site in a temp dir (files/ included), to break or extend.
 fn site_copy() -> tempfile::TempDir {
-    fn copy_dir(from: &Path, to: &Path) {
-        fs::create_dir_all(to).unwrap();
-        for entry in fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let target = to.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                copy_dir(&entry.path(), &target);
-            } else {
-                fs::copy(entry.path(), &target).unwrap();
-            }
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&example_site(), dir.path());
     dir
