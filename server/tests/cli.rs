@@ -516,3 +516,37 @@ fn diff_of_an_unchanged_site_exits_0_and_a_failing_one_4() {
     );
     assert!(stdout(&out).contains("users.emo.tier"), "{}", stdout(&out));
 }
+
+#[test]
+fn add_user_checks_the_tier_against_the_vault_of_the_server_config() {
+    let site = site_copy();
+    let config = site.path().join("server.toml");
+    let vault = example_site().join("vault-data.yaml");
+    fs::write(
+        &config,
+        format!("vault_data_file = {:?}\n", vault.display().to_string()),
+    )
+    .unwrap();
+    let roster = site.path().join("roster.yaml");
+    let before = fs::read_to_string(&roster).unwrap();
+    let out = add_user(
+        site.path(),
+        &[
+            "--os-user",
+            "newbie",
+            "--authentik-user",
+            "nb",
+            "--tier",
+            "power-user",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("users.newbie.k8s_user"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs::read_to_string(&roster).unwrap(), before);
+}

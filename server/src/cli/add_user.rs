@@ -14,11 +14,13 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Args;
 use steward_catalogs::compile::Compiler;
-use steward_catalogs::loader::{load_vault_file, read_site_files, LoadError};
+use steward_catalogs::loader::read_site_files;
 use steward_catalogs::site::parse_site;
 use steward_catalogs::{vault, SiteErrors};
 
+use super::store::{runtime, vault_backend, StoreArgs};
 use crate::roster_edit::{append_user, NewUser};
+use crate::service::vault_source::VaultBackend;
 
 /// Arguments of `add-user`. Anything not given is asked for on the terminal.
 #[derive(Debug, Args)]
@@ -48,8 +50,11 @@ pub struct AddUserArgs {
     #[arg(long, value_delimiter = ',')]
     pub repos: Option<Vec<String>>,
     /// Vault data (offline YAML shape) to check the tier against k8s_users before writing.
+    /// Without it, the Vault of the server config (--config) is used when there is one.
     #[arg(long, value_name = "FILE")]
     pub vault_data: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Show the entry and validate, but do not write.
     #[arg(long)]
     pub dry_run: bool,
@@ -112,7 +117,8 @@ pub fn run(args: AddUserArgs) -> anyhow::Result<ExitCode> {
     let updated = append_user(&original, &user).context("editing roster.yaml")?;
     let mut candidate = files;
     candidate.insert("roster.yaml".into(), updated.clone());
-    if let Err(errors) = validate_candidate(&candidate, args.vault_data.as_deref())? {
+    let vault = vault_backend(&args.store, args.vault_data.as_deref())?;
+    if let Err(errors) = validate_candidate(&candidate, vault.as_ref())? {
         eprintln!(
             "not adding {}: the roster would not be valid:",
             user.os_user
@@ -140,19 +146,20 @@ fn known_tiers(files: &BTreeMap<String, String>) -> Vec<String> {
 
 fn validate_candidate(
     files: &BTreeMap<String, String>,
-    vault_data: Option<&Path>,
+    vault: Option<&VaultBackend>,
 ) -> anyhow::Result<Result<(), SiteErrors>> {
     let site = match parse_site(files) {
         Ok(site) => site,
         Err(errors) => return Ok(Err(errors)),
     };
     let mut errors = Compiler::new(&site).err().map(|e| e.0).unwrap_or_default();
-    if let Some(path) = vault_data {
-        match load_vault_file(path) {
-            Ok(data) => errors.extend(vault::check_roles(&site, &data)),
-            Err(LoadError::Site(e)) => errors.extend(e.0),
-            Err(other) => return Err(other).context("loading the vault data"),
-        }
+    if let Some(vault) = vault {
+        // The role check reads only the roles path (secret/platform -> k8s_users).
+        let paths = std::collections::BTreeSet::from([site.config.vault.roles_path.clone()]);
+        let data = runtime()?
+            .block_on(vault.read_many(&paths))
+            .with_context(|| format!("reading {} from Vault", site.config.vault.roles_path))?;
+        errors.extend(vault::check_roles(&site, &data));
     }
     if errors.is_empty() {
         Ok(Ok(()))

@@ -16,10 +16,9 @@ use steward_catalogs::loader::{load_site_dir, LoadError};
 use steward_catalogs::{Site, SiteErrors, State, VaultData};
 use steward_protocol::{is_valid_hostname, EnrollmentStatus, NodeId, Timestamp};
 
-use super::store::{runtime, StoreArgs};
+use super::store::{runtime, vault_backend, StoreArgs};
 use crate::catalog_diff::{diff, Change};
 use crate::service::vault_source::VaultBackend;
-use crate::vault::VaultClient;
 
 /// Arguments of `diff`.
 #[derive(Debug, Args)]
@@ -70,7 +69,9 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
             println!("no approved nodes to compare; name some with --node");
             return Ok(ExitCode::SUCCESS);
         }
-        let vault = vault_backend(&args)?;
+        let Some(vault) = vault_backend(&args.store, args.vault_data.as_deref())? else {
+            bail!("no Vault configured: pass --vault-data FILE or --config FILE");
+        };
         let mut counts = (0usize, 0usize, 0usize);
         for node in &nodes {
             let state = match &db {
@@ -164,20 +165,6 @@ fn load(dir: &Path) -> anyhow::Result<Site> {
             )
         }
         Err(other) => Err(other).with_context(|| format!("loading {}", dir.display())),
-    }
-}
-
-fn vault_backend(args: &DiffArgs) -> anyhow::Result<VaultBackend> {
-    if let Some(path) = &args.vault_data {
-        return Ok(VaultBackend::File(path.clone()));
-    }
-    let config = args.store.config()?;
-    match (config.vault, config.vault_data_file) {
-        (Some(vault), _) => Ok(VaultBackend::Client(
-            VaultClient::new(vault).context("setting up the vault client")?,
-        )),
-        (None, Some(path)) => Ok(VaultBackend::File(path)),
-        (None, None) => bail!("no Vault configured: pass --vault-data FILE or --config FILE"),
     }
 }
 

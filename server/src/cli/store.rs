@@ -103,6 +103,26 @@ pub fn format_time(seconds: i64) -> String {
     )
 }
 
+/// Where the admin commands read Vault data: `--vault-data FILE` when given, else the server
+/// config's `[vault]` (or its dev-only `vault_data_file`); `None` when there is neither.
+pub fn vault_backend(
+    store: &StoreArgs,
+    vault_data: Option<&std::path::Path>,
+) -> anyhow::Result<Option<crate::service::vault_source::VaultBackend>> {
+    use crate::service::vault_source::VaultBackend;
+    if let Some(path) = vault_data {
+        return Ok(Some(VaultBackend::File(path.to_owned())));
+    }
+    let config = store.config()?;
+    Ok(match (config.vault, config.vault_data_file) {
+        (Some(vault), _) => Some(VaultBackend::Client(
+            crate::vault::VaultClient::new(vault).context("setting up the vault client")?,
+        )),
+        (None, Some(path)) => Some(VaultBackend::File(path)),
+        (None, None) => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
