@@ -1,9 +1,13 @@
 //! steward-agent: the host side of Steward.
 //!
 //! Today it verifies signed catalogs offline (`steward-agent verify`), through the protocol's
-//! single verification function, exactly as runs will before applying anything. Enrollment, the
-//! poll loop, the apply engine with one provider per resource type and the report spool are
-//! the next milestone (DESIGN §7).
+//! single verification function, exactly as runs will before applying anything; and [`host`]
+//! is the safe filesystem layer every file, directory and symlink provider will write through
+//! (fd-relative, no symlink followed, atomic replace, mode and owner set through the fd).
+//! Enrollment, the poll loop, the providers and the report spool are the next milestone
+//! (DESIGN §7).
+
+pub mod host;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
