@@ -21,7 +21,9 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::model::{Loc, Site, SiteError, SiteErrors, UserState, VaultData, VaultSecret};
+use crate::model::{
+    Loc, RosterUser, Site, SiteError, SiteErrors, UserState, VaultData, VaultSecret,
+};
 use crate::yaml::{self, NodeValue};
 
 /// Parses the offline Vault data file. `file` names it in errors.
@@ -103,11 +105,22 @@ fn is_kv_path(path: &str) -> bool {
 /// Checks every present or offboarded roster user against the roles map in Vault; returns
 /// the errors sorted (empty when all agree).
 pub fn check_roles(site: &Site, vault: &VaultData) -> Vec<SiteError> {
+    check_roles_for(site, vault, |_| true)
+}
+
+/// [`check_roles`] for the users `include` selects. The compiler checks only the users
+/// managed on the node it compiles, so one person's role mismatch holds back the hosts that
+/// person is on, not the whole fleet; `steward-server check` still checks everyone.
+pub fn check_roles_for(
+    site: &Site,
+    vault: &VaultData,
+    include: impl Fn(&RosterUser) -> bool,
+) -> Vec<SiteError> {
     let roles_path = &site.config.vault.roles_path;
     let roles_key = &site.config.vault.roles_key;
     let mut errors = Vec::new();
     for user in &site.roster.users {
-        if !matches!(user.state, UserState::Present | UserState::Offboarded) {
+        if !matches!(user.state, UserState::Present | UserState::Offboarded) || !include(user) {
             continue;
         }
         let path = format!("users.{}", user.name);

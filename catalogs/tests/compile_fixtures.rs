@@ -905,6 +905,30 @@ fn roles_that_disagree_with_vault_fail_the_compile() {
 }
 
 #[test]
+fn a_role_mismatch_holds_back_only_the_hosts_that_user_is_on() {
+    let fixture = r#"
+        //- site.yaml
+        classes:
+          workstation: { hosts: ["devvm*", "ws-*"], manage_users: true, bundles: [host] }
+        bundles:
+          host:
+            - package: { name: zsh }
+          home: []
+        //- roster.yaml
+        users:
+          alice: { authentik_user: alice.a, k8s_user: alice, tier: dev }
+          bob:   { authentik_user: bob.b, k8s_user: bob, tier: dev, hosts: ["ws-*"] }
+        //- vault/secret/platform.json
+        { "k8s_users": { "alice": { "role": "dev" }, "bob": { "role": "admin" } } }
+    "#;
+    assert!(compile_on(fixture, "devvm", &State::default()).is_ok());
+    insta::assert_snapshot!(
+        show(&compile_on(fixture, "ws-1", &State::default())),
+        @r#"roster.yaml:3: users.bob.tier: roster says "dev" but secret/platform k8s_users.bob.role is "admin""#
+    );
+}
+
+#[test]
 fn base_site_compiles() {
     insta::assert_snapshot!(check(BASE_SITE), @r#"
         package:zsh {}

@@ -235,7 +235,13 @@ impl Compiler {
         now: Timestamp,
     ) -> Result<CompiledCatalog, CompileError> {
         let class = self.class_of(&node.name)?;
-        let role_errors = crate::vault::check_roles(&self.site, vault);
+        let on_node: BTreeSet<&str> = roster_users_on(&self.site, class, node.name.as_str())
+            .into_iter()
+            .map(|user| user.name.as_str())
+            .collect();
+        let role_errors = crate::vault::check_roles_for(&self.site, vault, |user| {
+            on_node.contains(user.name.as_str())
+        });
         if !role_errors.is_empty() {
             return Err(finish_errors(role_errors).into());
         }
