@@ -15,7 +15,7 @@ use steward_protocol::{
     RunReport, RunStatus, Serial, Timestamp, Totals,
 };
 use steward_server::db::audit::{self, AuditFilter, NewAuditEntry};
-use steward_server::db::catalogs::{self, NewCatalog};
+use steward_server::db::catalogs::{self, CatalogRecord};
 use steward_server::db::compile_failures;
 use steward_server::db::keys::{self, NewNodeKey};
 use steward_server::db::nodes::{self, NewNode};
@@ -135,8 +135,8 @@ fn new_token(token_id: &str, secret: &str, expires_at: i64, uses: u32) -> NewTok
     }
 }
 
-fn catalog(node: &NodeId, serial: u64) -> NewCatalog {
-    NewCatalog {
+fn catalog(node: &NodeId, serial: u64) -> CatalogRecord {
+    CatalogRecord {
         node: node.clone(),
         serial: Serial(serial),
         digest: format!("sha256:{serial:064x}"),

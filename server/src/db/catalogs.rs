@@ -11,9 +11,9 @@ use crate::db::codec::{serial_from_i64, serial_to_i64, timestamp};
 use crate::db::error::Context;
 use crate::db::{begin_immediate, nodes, DbError, Handle};
 
-/// A catalog to store with [`insert`].
+/// A node's catalog as stored: what [`insert`] takes and [`latest`] / [`get`] return.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewCatalog {
+pub struct CatalogRecord {
     /// The node it was compiled for.
     pub node: NodeId,
     /// Its serial: above the node's current one.
@@ -27,25 +27,6 @@ pub struct NewCatalog {
     /// Hash of the site it was compiled from.
     pub site_hash: String,
     /// The catalog as JSON, with every sensitive value redacted.
-    pub redacted_json: String,
-}
-
-/// A stored catalog.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredCatalog {
-    /// The node.
-    pub node: NodeId,
-    /// Its serial.
-    pub serial: Serial,
-    /// Digest of the signed payload.
-    pub digest: String,
-    /// When it was compiled.
-    pub compiled_at: Timestamp,
-    /// When it expires.
-    pub expires_at: Timestamp,
-    /// Site hash.
-    pub site_hash: String,
-    /// Redacted JSON.
     pub redacted_json: String,
 }
 
@@ -76,8 +57,8 @@ struct CatalogRow {
 }
 
 impl CatalogRow {
-    fn into_catalog(self) -> Result<StoredCatalog, DbError> {
-        Ok(StoredCatalog {
+    fn into_catalog(self) -> Result<CatalogRecord, DbError> {
+        Ok(CatalogRecord {
             node: NodeId(self.node),
             serial: serial_from_i64(self.serial, "catalogs.serial")?,
             digest: self.digest,
@@ -109,7 +90,7 @@ macro_rules! catalog_columns {
 pub async fn latest(
     db: impl Into<Handle<'_>>,
     node: &NodeId,
-) -> Result<Option<StoredCatalog>, DbError> {
+) -> Result<Option<CatalogRecord>, DbError> {
     let mut connection = db.into().connection().await?;
     let row: Option<CatalogRow> = sqlx::query_as(concat!(
         "SELECT ",
@@ -126,7 +107,7 @@ pub async fn latest(
 
 /// Stores a catalog and makes it the node's current one, in one transaction. Refuses
 /// ([`DbError::SerialNotIncreasing`]) a serial not above the current one.
-pub async fn insert(db: impl Into<Handle<'_>>, catalog: &NewCatalog) -> Result<(), DbError> {
+pub async fn insert(db: impl Into<Handle<'_>>, catalog: &CatalogRecord) -> Result<(), DbError> {
     let serial = serial_to_i64(catalog.serial)?;
     let mut connection = db.into().connection().await?;
     let mut tx = begin_immediate(&mut connection).await?;
@@ -184,7 +165,7 @@ pub async fn get(
     db: impl Into<Handle<'_>>,
     node: &NodeId,
     serial: Serial,
-) -> Result<Option<StoredCatalog>, DbError> {
+) -> Result<Option<CatalogRecord>, DbError> {
     let serial = serial_to_i64(serial)?;
     let mut connection = db.into().connection().await?;
     let row: Option<CatalogRow> = sqlx::query_as(concat!(

@@ -566,7 +566,7 @@ impl CatalogService {
         let digest = catalog_digest(&canonical_bytes(&catalog));
         db::catalogs::insert(
             &self.db,
-            &db::catalogs::NewCatalog {
+            &db::catalogs::CatalogRecord {
                 node: request.node.clone(),
                 serial,
                 digest: digest.clone(),
