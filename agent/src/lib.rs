@@ -7,7 +7,11 @@
 //! Enrollment, the poll loop, the providers and the report spool are the next milestone
 //! (DESIGN §7).
 
+pub mod accounts;
+pub mod command;
+pub mod engine;
 pub mod host;
+pub mod providers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,0 +1,385 @@
+//! The apply engine: orders a verified catalog's resources, runs each through its provider and
+//! turns the outcomes into run-report events (DESIGN §7).
+//!
+//! - **Order**: a topological sort of the explicit `requires` edges plus implicit ones (a
+//!   group before the users and files that name it; a user before everything it owns, runs as,
+//!   or that lies under its home; a directory before everything beneath it). Ties keep the
+//!   compiler's order, so runs are deterministic.
+//! - **Failure isolation**: a failed resource skips its dependents (explicit and implicit,
+//!   transitively), reported `skipped` with the reason, and nothing else.
+//! - **Refresh**: a `service` whose `subscribes` names a resource that changed in this run is
+//!   restarted.
+//! - **Noop**: providers see [`Context::noop`] and write nothing; a change they would make is
+//!   reported `would_change`.
+//! - **Stop**: between resources the engine checks the stop flag (SIGTERM) and the whole-run
+//!   deadline; what is left is reported `skipped`. The resource in progress always finishes.
+
+use std::cell::{Ref, RefCell};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use steward_protocol::{
+    Catalog, EncryptionKeyPair, Resource, ResourceEvent, ResourceId, ResourceSpec, ResourceStatus,
+    SealedValue, Secret,
+};
+
+use crate::accounts::Accounts;
+use crate::host::Host;
+use crate::providers;
+
+/// What a provider did (or, under noop, would do) to one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Already as wanted; nothing written.
+    Unchanged,
+    /// Changed (under noop: would change). `message` says what, in a few words; `diff` is a
+    /// unified diff or field list, never sensitive content; `corrective` when the resource
+    /// existed and had drifted (as opposed to being created or changed by a new catalog).
+    Changed {
+        /// What changed.
+        message: String,
+        /// The diff, if one is meaningful.
+        diff: Option<String>,
+        /// Drift repaired.
+        corrective: bool,
+    },
+    /// Deliberately not done, with the reason (e.g. starting a unit with no running systemd).
+    Skipped(String),
+}
+
+impl Outcome {
+    /// A change with a message only.
+    pub fn changed(message: impl Into<String>) -> Outcome {
+        Outcome::Changed {
+            message: message.into(),
+            diff: None,
+            corrective: false,
+        }
+    }
+
+    /// A drift repair with a message only.
+    pub fn corrected(message: impl Into<String>) -> Outcome {
+        Outcome::Changed {
+            message: message.into(),
+            diff: None,
+            corrective: true,
+        }
+    }
+}
+
+/// Everything a provider may use: the host, the run's mode and the node's key.
+pub struct Context<'a> {
+    /// All filesystem access goes through here.
+    pub host: &'a Host,
+    /// Report what would change; write nothing, run no mutating command.
+    pub noop: bool,
+    /// Whether a running systemd manages this root (false in a chroot, with `--root`, or in
+    /// a container without systemd as PID 1): units can be enabled offline but not started.
+    pub systemd: bool,
+    /// Timeout for each command a provider runs (an `exec` resource has its own).
+    pub command_timeout: Duration,
+    key: Option<&'a EncryptionKeyPair>,
+    accounts: RefCell<Option<Accounts>>,
+    /// Per-run state of the package provider (one batched `apt-get install`).
+    #[allow(dead_code)] // until the package provider lands
+    pub(crate) packages: RefCell<providers::package::Batch>,
+}
+
+impl std::fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("root", &self.host.root())
+            .field("noop", &self.noop)
+            .field("systemd", &self.systemd)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Context<'a> {
+    /// A context for one run.
+    pub fn new(host: &'a Host, noop: bool, key: Option<&'a EncryptionKeyPair>) -> Context<'a> {
+        Context {
+            host,
+            noop,
+            systemd: host.root() == std::path::Path::new("/")
+                && std::path::Path::new("/run/systemd/system").is_dir(),
+            command_timeout: Duration::from_secs(300),
+            key,
+            accounts: RefCell::new(None),
+            packages: RefCell::new(providers::package::Batch::default()),
+        }
+    }
+
+    /// Whether the root is not `/` (tools must be given their own `--root` / `--prefix`).
+    pub fn in_root(&self) -> bool {
+        self.host.root() != std::path::Path::new("/")
+    }
+
+    /// The root's users and groups, read once and re-read after [`Context::accounts_changed`].
+    pub fn accounts(&self) -> anyhow::Result<Ref<'_, Accounts>> {
+        if self.accounts.borrow().is_none() {
+            *self.accounts.borrow_mut() = Some(Accounts::load(self.host)?);
+        }
+        Ok(Ref::map(self.accounts.borrow(), |a| {
+            a.as_ref().expect("loaded above")
+        }))
+    }
+
+    /// Call after changing users or groups, so the next lookup re-reads them.
+    pub fn accounts_changed(&self) {
+        *self.accounts.borrow_mut() = None;
+    }
+
+    /// uid and gid for an `owner` / `group` pair of a resource.
+    pub fn ids(&self, owner: &str, group: &str) -> anyhow::Result<(u32, u32)> {
+        let accounts = self.accounts()?;
+        let uid = accounts
+            .uid(owner)
+            .ok_or_else(|| anyhow::anyhow!("unknown user {owner:?}"))?;
+        let gid = accounts
+            .gid(group)
+            .ok_or_else(|| anyhow::anyhow!("unknown group {group:?}"))?;
+        Ok((uid, gid))
+    }
+
+    /// Opens sensitive content sealed to this node. Call only at write time; never log,
+    /// diff or store the result.
+    pub fn open_sealed(&self, sealed: &SealedValue) -> anyhow::Result<Secret> {
+        let key = self
+            .key
+            .ok_or_else(|| anyhow::anyhow!("sealed content, but this run has no node key"))?;
+        steward_protocol::seal::open(sealed, key)
+            .map_err(|e| anyhow::anyhow!("cannot open sealed content: {e}"))
+    }
+}
+
+/// Limits of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    /// No new resource is started after this instant.
+    pub deadline: Option<Instant>,
+}
+
+/// Applies every resource of `catalog` in dependency order and returns one event per resource,
+/// in the order they were applied. `stop` is checked between resources.
+pub fn apply(
+    catalog: &Catalog,
+    cx: &Context<'_>,
+    limits: RunLimits,
+    stop: &AtomicBool,
+) -> Vec<ResourceEvent> {
+    let order = Graph::build(&catalog.resources);
+    let mut events = Vec::with_capacity(catalog.resources.len());
+    // Why each resource that must not run is held back.
+    let mut blocked: HashMap<usize, String> = HashMap::new();
+    let mut changed: HashSet<&ResourceId> = HashSet::new();
+    for &i in &order.sequence {
+        let resource = &catalog.resources[i];
+        let started = Instant::now();
+        let halt = if stop.load(Ordering::Relaxed) {
+            Some("the agent is stopping".to_string())
+        } else if limits.deadline.is_some_and(|d| started >= d) {
+            Some("the run exceeded its time limit".to_string())
+        } else {
+            None
+        };
+        let (status, message, diff, corrective) =
+            if let Some(reason) = halt.or_else(|| blocked.get(&i).cloned()) {
+                (ResourceStatus::Skipped, Some(reason), None, false)
+            } else {
+                let refresh = subscribes(&resource.spec)
+                    .iter()
+                    .any(|id| changed.contains(id));
+                match providers::apply(&resource.spec, cx, refresh) {
+                    Ok(Outcome::Unchanged) => (ResourceStatus::Unchanged, None, None, false),
+                    Ok(Outcome::Changed {
+                        message,
+                        diff,
+                        corrective,
+                    }) => {
+                        changed.insert(&resource.id);
+                        let status = if cx.noop {
+                            ResourceStatus::WouldChange
+                        } else {
+                            ResourceStatus::Changed
+                        };
+                        (status, Some(message), diff, corrective)
+                    }
+                    Ok(Outcome::Skipped(reason)) => {
+                        (ResourceStatus::Skipped, Some(reason), None, false)
+                    }
+                    Err(error) => (
+                        ResourceStatus::Failed,
+                        Some(format!("{error:#}")),
+                        None,
+                        false,
+                    ),
+                }
+            };
+        if status == ResourceStatus::Failed || blocked.contains_key(&i) {
+            let reason = if status == ResourceStatus::Failed {
+                format!("requires {} which failed", resource.id)
+            } else {
+                blocked[&i].clone()
+            };
+            for &d in &order.dependents[i] {
+                blocked.entry(d).or_insert_with(|| reason.clone());
+            }
+        }
+        events.push(ResourceEvent {
+            resource: resource.id.clone(),
+            status,
+            message,
+            diff,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            corrective,
+        });
+    }
+    events
+}
+
+fn subscribes(spec: &ResourceSpec) -> &[ResourceId] {
+    match spec {
+        ResourceSpec::Service(s) => &s.subscribes,
+        _ => &[],
+    }
+}
+
+/// The apply order and who depends on whom.
+struct Graph {
+    /// Indexes into the catalog's resources, in apply order.
+    sequence: Vec<usize>,
+    /// For each resource, the resources with an edge from it.
+    dependents: Vec<Vec<usize>>,
+}
+
+impl Graph {
+    /// Explicit plus implicit edges; if the implicit ones would close a cycle (a catalog that
+    /// orders things against the grain), only the explicit ones, which verification proved
+    /// acyclic.
+    fn build(resources: &[Resource]) -> Graph {
+        let explicit = explicit_edges(resources);
+        let mut all = explicit.clone();
+        for (i, deps) in implicit_edges(resources).into_iter().enumerate() {
+            all[i].extend(deps);
+        }
+        topological(resources.len(), &all).unwrap_or_else(|| {
+            topological(resources.len(), &explicit)
+                .expect("verified catalogs have acyclic requires")
+        })
+    }
+}
+
+/// For each resource, the set of resources it must come after.
+type Prerequisites = Vec<BTreeSet<usize>>;
+
+fn explicit_edges(resources: &[Resource]) -> Prerequisites {
+    let index: HashMap<&ResourceId, usize> = resources
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (&r.id, i))
+        .collect();
+    resources
+        .iter()
+        .map(|r| {
+            r.requires
+                .iter()
+                .filter_map(|id| index.get(id).copied())
+                .collect()
+        })
+        .collect()
+}
+
+fn implicit_edges(resources: &[Resource]) -> Prerequisites {
+    let mut groups: HashMap<&str, usize> = HashMap::new();
+    let mut users: HashMap<&str, usize> = HashMap::new();
+    let mut homes: Vec<(&str, usize)> = Vec::new();
+    let mut dirs: HashMap<&str, usize> = HashMap::new();
+    for (i, r) in resources.iter().enumerate() {
+        match &r.spec {
+            ResourceSpec::Group(g) => {
+                groups.insert(&g.name, i);
+            }
+            ResourceSpec::User(u) => {
+                users.insert(&u.name, i);
+                homes.push((&u.home, i));
+            }
+            ResourceSpec::Directory(d) => {
+                dirs.insert(&d.path, i);
+            }
+            _ => {}
+        }
+    }
+    resources
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut before = BTreeSet::new();
+            let (owners, group_names): (Vec<&str>, Vec<&str>) = match &r.spec {
+                ResourceSpec::User(u) => (vec![], u.groups.iter().map(String::as_str).collect()),
+                ResourceSpec::File(f) => (vec![f.owner.as_str()], vec![f.group.as_str()]),
+                ResourceSpec::Directory(d) => (vec![d.owner.as_str()], vec![d.group.as_str()]),
+                ResourceSpec::Symlink(s) => (vec![s.owner.as_str()], vec![s.group.as_str()]),
+                ResourceSpec::GitClone(g) => (vec![g.user.as_str()], vec![]),
+                ResourceSpec::Exec(e) => (e.user.as_deref().into_iter().collect(), vec![]),
+                _ => (vec![], vec![]),
+            };
+            before.extend(owners.iter().filter_map(|o| users.get(o)));
+            before.extend(group_names.iter().filter_map(|g| groups.get(g)));
+            for path in r.spec.paths() {
+                // Every ancestor directory resource, and the user whose home holds the path.
+                let mut p = path;
+                while let Some(cut) = p.rfind('/') {
+                    p = &p[..cut];
+                    if let Some(&d) = dirs.get(if p.is_empty() { "/" } else { p }) {
+                        before.insert(d);
+                    }
+                    if p.is_empty() {
+                        break;
+                    }
+                }
+                if !matches!(r.spec, ResourceSpec::User(_)) {
+                    for &(home, u) in &homes {
+                        if path == home || is_under(path, home) {
+                            before.insert(u);
+                        }
+                    }
+                }
+            }
+            before.remove(&i);
+            before
+        })
+        .collect()
+}
+
+fn is_under(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Kahn's algorithm, smallest index first among the ready ones; `None` on a cycle.
+fn topological(n: usize, before: &Prerequisites) -> Option<Graph> {
+    let mut dependents = vec![Vec::new(); n];
+    let mut waiting: Vec<usize> = before.iter().map(BTreeSet::len).collect();
+    for (i, deps) in before.iter().enumerate() {
+        for &d in deps {
+            dependents[d].push(i);
+        }
+    }
+    let mut ready: BTreeSet<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
+    let mut sequence = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_first() {
+        sequence.push(i);
+        for &d in &dependents[i] {
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                ready.insert(d);
+            }
+        }
+    }
+    (sequence.len() == n).then_some(Graph {
+        sequence,
+        dependents,
+    })
+}

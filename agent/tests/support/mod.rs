@@ -1,0 +1,192 @@
+//! Shared test support: disposable Debian roots from the repository's `harness/` (real
+//! `useradd`, `systemctl`, `git`, `apt` inside them, never this machine's accounts) and signed
+//! test catalogs.
+//!
+//! A test that needs a root fails (never skips) when the harness cannot build one.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use steward_protocol::envelope::{issue_certificate, sign_catalog, SigningKeyPair};
+use steward_protocol::{
+    Catalog, DocumentType, NodeId, Provenance, Resource, Serial, Timestamp,
+    CATALOG_FORMAT_VERSION,
+};
+
+/// The repository's `harness/` directory.
+pub fn harness() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../harness")
+}
+
+/// The agent binary under test.
+pub fn agent_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_steward-agent"))
+}
+
+fn script(name: &str, args: &[&str]) -> Output {
+    let out = Command::new("bash")
+        .arg(harness().join(name))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running harness/{name}: {e}"));
+    assert!(
+        out.status.success(),
+        "harness/{name} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A disposable copy of the pristine Debian root (an overlay; dropped with the value).
+pub struct Root {
+    dir: PathBuf,
+    _parent: tempfile::TempDir,
+    booted: bool,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Root {
+    /// A fresh, unbooted root (chroot use: `run`, or the agent's `--root`).
+    pub fn fresh() -> Root {
+        let parent = tempfile::Builder::new()
+            .prefix("steward-root-")
+            .tempdir()
+            .expect("temp dir");
+        let dir = parent
+            .path()
+            .join(format!("root{}", COUNTER.fetch_add(1, Ordering::Relaxed)));
+        script("fresh-root.sh", &[dir.to_str().unwrap()]);
+        Root {
+            dir,
+            _parent: parent,
+            booted: false,
+        }
+    }
+
+    /// A fresh root booted with systemd as PID 1.
+    pub fn booted() -> Root {
+        let mut root = Root::fresh();
+        script("boot-root.sh", &[root.dir.to_str().unwrap(), "start"]);
+        root.booted = true;
+        root
+    }
+
+    /// The root directory as seen from this machine.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `path` (absolute inside the root) as seen from this machine.
+    pub fn path(&self, path: &str) -> PathBuf {
+        self.dir.join(path.trim_start_matches('/'))
+    }
+
+    /// Runs a command inside the root: through the booted systemd when booted, else chrooted.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let dir = self.dir.to_str().unwrap();
+        let mut full = vec![dir];
+        if self.booted {
+            full.push("exec");
+        }
+        full.extend_from_slice(args);
+        let name = if self.booted {
+            "boot-root.sh"
+        } else {
+            "run-in-root.sh"
+        };
+        Command::new("bash")
+            .arg(harness().join(name))
+            .args(&full)
+            .output()
+            .expect("running a command in the root")
+    }
+
+    /// [`Root::run`], asserting success; returns stdout.
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?} in the root failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Copies the agent binary to `/usr/local/bin/steward-agent` in the root.
+    pub fn install_agent(&self) {
+        let target = self.path("/usr/local/bin/steward-agent");
+        std::fs::copy(agent_binary(), &target).expect("copying the agent into the root");
+    }
+
+    /// Writes `bytes` at `path` inside the root (as root, mode 0600).
+    pub fn write(&self, path: &str, bytes: &[u8]) {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.path(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        // drop-root.sh stops a booted root, unmounts the overlay and deletes it.
+        let _ = Command::new("bash")
+            .arg(harness().join("drop-root.sh"))
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+/// The test root key (seed 1); its fingerprint is what `--trust` pins.
+pub fn root_key() -> SigningKeyPair {
+    SigningKeyPair::from_bytes([1; 32])
+}
+
+/// `sha256:<hex>` of the test root key.
+pub fn trust() -> String {
+    root_key().key_id().0
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A catalog for `node` holding `resources`, serial `serial`, valid for a day.
+pub fn catalog(node: &str, serial: u64, resources: Vec<Resource>) -> Catalog {
+    let now = Timestamp(now());
+    Catalog {
+        document_type: DocumentType::Catalog,
+        format_version: CATALOG_FORMAT_VERSION,
+        node: NodeId(node.to_string()),
+        serial: Serial(serial),
+        compiled_at: now,
+        expires_at: now.plus_secs(86_400),
+        provenance: Provenance::default(),
+        resources,
+    }
+}
+
+/// `catalog` signed by a catalog key certified by [`root_key`].
+pub fn sign(catalog: &Catalog) -> Vec<u8> {
+    let catalog_key = SigningKeyPair::from_bytes([2; 32]);
+    let now = Timestamp(now());
+    let certificate = issue_certificate(
+        &root_key(),
+        &catalog_key.public_bytes(),
+        now.plus_secs(-60),
+        now.plus_secs(86_400),
+    );
+    sign_catalog(catalog, &catalog_key, &certificate).expect("signing the test catalog")
+}
