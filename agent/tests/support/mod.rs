@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use steward_protocol::envelope::{issue_certificate, sign_catalog, SigningKeyPair};
 use steward_protocol::{
-    Catalog, DocumentType, NodeId, Provenance, Resource, Serial, Timestamp,
-    CATALOG_FORMAT_VERSION,
+    Catalog, DocumentType, NodeId, Provenance, Resource, Serial, Timestamp, CATALOG_FORMAT_VERSION,
 };
 
 /// The repository's `harness/` directory.

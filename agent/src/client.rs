@@ -1,0 +1,269 @@
+//! The agent's side of the server API: enrollment (unsigned, token in the body), and signed
+//! catalog, wait and report requests (DESIGN §5). Blocking: the agent does one thing at a time.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use reqwest::blocking::{Client as Http, Response};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use steward_protocol::envelope::SigningKeyPair;
+use steward_protocol::request::{nonce_from_bytes, sign_request};
+use steward_protocol::{
+    EnrollRequest, EnrollResponse, Facts, Serial, Timestamp, MAX_CATALOG_BYTES,
+};
+
+use crate::state::now;
+
+/// What the server said to a catalog request.
+#[derive(Debug)]
+pub enum CatalogReply {
+    /// A (new or unchanged) envelope.
+    Envelope(Vec<u8>),
+    /// 304: the catalog we hold is current.
+    NotModified,
+}
+
+/// What a long-poll ended with.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WaitAnswer {
+    /// `serial_changed`, `run_now`, `site_changed` or `timeout`.
+    pub reason: String,
+    /// The node's current serial.
+    #[serde(default)]
+    pub serial: Option<Serial>,
+}
+
+/// A client for one server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: Http,
+    base: String,
+}
+
+/// Transport errors worth retrying are distinguished from refusals.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server could not be reached or answered 5xx/429: try later.
+    #[error("server unavailable: {0}")]
+    Unavailable(String),
+    /// The server refused the request (4xx).
+    #[error("server refused the request ({status}): {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The server's error text (bounded).
+        message: String,
+    },
+    /// The answer was not what the protocol says.
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+}
+
+impl Client {
+    /// A client for `base` (`https://host:port`), trusting `ca_pem` in addition to the system
+    /// roots when given.
+    pub fn new(base: &str, ca_pem: Option<&[u8]>, timeout: Duration) -> anyhow::Result<Client> {
+        let mut builder = Http::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("steward-agent/", env!("CARGO_PKG_VERSION")))
+            .https_only(!is_plain_http_allowed(base));
+        if let Some(pem) = ca_pem {
+            for cert in
+                reqwest::Certificate::from_pem_bundle(pem).context("parsing the CA file (PEM)")?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        Ok(Client {
+            http: builder.build().context("building the HTTP client")?,
+            base: base.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// `POST /v1/enroll`.
+    pub fn enroll(&self, request: &EnrollRequest) -> Result<EnrollResponse, ClientError> {
+        let body = serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let response = self
+            .http
+            .post(format!("{}/v1/enroll", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .map_err(transport)?;
+        let response = check(response)?;
+        let bytes = response.bytes().map_err(transport)?;
+        steward_protocol::strict::from_slice(&bytes, 64 * 1024)
+            .map_err(|e| ClientError::Protocol(format!("enrollment answer: {e}")))
+    }
+
+    /// `POST /v1/catalog` with the facts; `etag` is the digest of the catalog we hold.
+    pub fn catalog(
+        &self,
+        key: &SigningKeyPair,
+        facts: &Facts,
+        etag: Option<&str>,
+    ) -> Result<CatalogReply, ClientError> {
+        let body = serde_json::to_vec(facts).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let mut request = self.signed(key, "POST", "/v1/catalog", body)?;
+        if let Some(tag) = etag {
+            request = request.header("if-none-match", format!("\"{tag}\""));
+        }
+        let response = request.send().map_err(transport)?;
+        if response.status() == StatusCode::NOT_MODIFIED {
+            return Ok(CatalogReply::NotModified);
+        }
+        let response = check(response)?;
+        if response
+            .content_length()
+            .is_some_and(|l| l > MAX_CATALOG_BYTES as u64)
+        {
+            return Err(ClientError::Protocol("catalog over the size limit".into()));
+        }
+        let bytes = response.bytes().map_err(transport)?;
+        Ok(CatalogReply::Envelope(bytes.to_vec()))
+    }
+
+    /// `GET /v1/wait?serial=N&timeout=S`: returns when the serial moves, an admin asks for a
+    /// run, or after `timeout`.
+    pub fn wait(
+        &self,
+        key: &SigningKeyPair,
+        serial: Option<Serial>,
+        timeout: Duration,
+    ) -> Result<WaitAnswer, ClientError> {
+        let mut path = format!("/v1/wait?timeout={}", timeout.as_secs());
+        if let Some(s) = serial {
+            path.push_str(&format!("&serial={}", s.0));
+        }
+        let response = self
+            .signed(key, "GET", &path, Vec::new())?
+            .timeout(timeout + Duration::from_secs(30))
+            .send()
+            .map_err(transport)?;
+        let bytes = check(response)?.bytes().map_err(transport)?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("wait: {e}")))
+    }
+
+    /// `POST /v1/reports` with the exact spooled bytes; Ok means the server stored it.
+    pub fn report(&self, key: &SigningKeyPair, body: Vec<u8>) -> Result<(), ClientError> {
+        let response = self
+            .signed(key, "POST", "/v1/reports", body)?
+            .send()
+            .map_err(transport)?;
+        check(response).map(|_| ())
+    }
+
+    fn signed(
+        &self,
+        key: &SigningKeyPair,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<reqwest::blocking::RequestBuilder, ClientError> {
+        let mut nonce = [0u8; 16];
+        getrandom::getrandom(&mut nonce).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let headers = sign_request(
+            key,
+            method,
+            path,
+            Timestamp(now()),
+            &nonce_from_bytes(nonce),
+            &body,
+        )
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let url = format!("{}{}", self.base, path);
+        let mut request = match method {
+            "GET" => self.http.get(url),
+            _ => self
+                .http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body),
+        };
+        for (name, value) in headers.pairs() {
+            request = request.header(name, value);
+        }
+        Ok(request)
+    }
+}
+
+/// Plain `http://` only to loopback (a local proxy or the demo); everything else needs TLS.
+fn is_plain_http_allowed(base: &str) -> bool {
+    let Some(rest) = base.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', ':']).next().unwrap_or("");
+    matches!(host, "127.0.0.1" | "localhost") || rest.starts_with("[::1]")
+}
+
+fn transport(e: reqwest::Error) -> ClientError {
+    // reqwest's message never includes request headers or bodies.
+    ClientError::Unavailable(format!("{e}"))
+}
+
+fn check(response: Response) -> Result<Response, ClientError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let message: String = response
+        .text()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(300)
+        .collect();
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        Err(ClientError::Unavailable(format!("{status}: {message}")))
+    } else {
+        Err(ClientError::Refused {
+            status: status.as_u16(),
+            message,
+        })
+    }
+}
+
+/// Parses a server's enrollment answer into "go on" or a reason to stop.
+pub fn check_enrollment(
+    response: &EnrollResponse,
+    pinned: &steward_protocol::KeyId,
+) -> anyhow::Result<()> {
+    if &response.root_key_id != pinned {
+        bail!(
+            "the server's root key {} is not the one pinned in the join string ({}); refusing to trust it",
+            response.root_key_id,
+            pinned
+        );
+    }
+    let derived = base64_decode_32(&response.root_key)
+        .map(|k| steward_protocol::KeyId::of_public_key_bytes(&k));
+    if derived.as_ref() != Some(pinned) {
+        bail!("the server's root key does not match its own fingerprint; refusing to trust it");
+    }
+    Ok(())
+}
+
+fn base64_decode_32(text: &str) -> Option<[u8; 32]> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        assert!(is_plain_http_allowed("http://127.0.0.1:8080"));
+        assert!(is_plain_http_allowed("http://localhost:8080/"));
+        assert!(is_plain_http_allowed("http://[::1]:8080"));
+        assert!(!is_plain_http_allowed("http://steward.example:8080"));
+        assert!(!is_plain_http_allowed("http://127.0.0.1.evil.example"));
+        assert!(!is_plain_http_allowed("https://steward.example"));
+    }
+}

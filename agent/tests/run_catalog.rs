@@ -1,0 +1,296 @@
+//! `steward-agent run --catalog FILE --trust FP` as a real binary against a sandbox root:
+//! exit codes, the durable accepted serial, the spool and `status`, and every verification
+//! refusal (nothing applied, persisted serial unchanged).
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use steward_protocol::envelope::{issue_certificate, sign_catalog, SigningKeyPair};
+use steward_protocol::{
+    Catalog, DirectorySpec, Mode, Resource, ResourceSpec, RunReport, RunStatus, Serial, Timestamp,
+};
+use support::{catalog, now, sign, trust};
+
+struct Sandbox {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    state: PathBuf,
+    work: PathBuf,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let state = dir.path().join("state");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(root.join("srv")).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::write(work.join("agent.toml"), "# defaults\n").unwrap();
+        Sandbox {
+            _dir: dir,
+            root,
+            state,
+            work,
+        }
+    }
+
+    fn agent(&self, args: &[&str]) -> Output {
+        Command::new(support::agent_binary())
+            .arg("--config")
+            .arg(self.work.join("agent.toml"))
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `run --catalog` with `bytes` as the envelope.
+    fn run(&self, bytes: &[u8], extra: &[&str]) -> (Output, Option<RunReport>) {
+        let file = self.work.join("catalog.json");
+        std::fs::write(&file, bytes).unwrap();
+        let trust = trust();
+        let mut args = vec![
+            "run",
+            "--json",
+            "--catalog",
+            file.to_str().unwrap(),
+            "--trust",
+            &trust,
+            "--node",
+            "devvm",
+            "--root",
+            self.root.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = self.agent(&args);
+        let report = serde_json::from_slice(&out.stdout).ok();
+        (out, report)
+    }
+
+    fn accepted_serial(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(self.state.join("accepted.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["serial"].as_u64()
+    }
+}
+
+fn marker_dir(path: &str) -> Resource {
+    Resource::new(ResourceSpec::Directory(DirectorySpec {
+        path: path.into(),
+        owner: "0".into(),
+        group: "0".into(),
+        mode: Mode(0o750),
+    }))
+}
+
+fn serial_now() -> u64 {
+    u64::try_from(now()).unwrap() * 1000
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_signed_catalog_is_applied_with_detailed_exit_codes_and_a_spooled_report() {
+    let sb = Sandbox::new();
+    let serial = serial_now();
+    let bytes = sign(&catalog("devvm", serial, vec![marker_dir("/srv/app")]));
+
+    // Noop first: would change, writes nothing, exit 2.
+    let (out, report) = sb.run(&bytes, &["--noop"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let report = report.expect("json report");
+    assert_eq!(report.status, RunStatus::Noop);
+    assert_eq!(report.totals.would_change, 1);
+    assert!(!sb.root.join("srv/app").exists(), "noop wrote nothing");
+
+    // Real run: changed, exit 2.
+    let (out, report) = sb.run(&bytes, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let report = report.unwrap();
+    assert_eq!(report.status, RunStatus::Changed);
+    assert_eq!(report.catalog_serial, Some(Serial(serial)));
+    let meta = std::fs::metadata(sb.root.join("srv/app")).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777,
+        0o750
+    );
+    assert_eq!(sb.accepted_serial(), Some(serial));
+
+    // Again: converged, exit 0.
+    let (out, report) = sb.run(&bytes, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report.unwrap().status, RunStatus::Unchanged);
+
+    // Three reports wait in the spool (no server), each 0600.
+    let spooled: Vec<_> = std::fs::read_dir(sb.state.join("spool"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(spooled.len(), 3);
+    for p in &spooled {
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600, "{}", p.display());
+    }
+
+    // `status` tells the last run.
+    let out = sb.agent(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("last run: unchanged"), "{text}");
+    assert!(text.contains(&format!("serial:   {serial}")), "{text}");
+    assert!(text.contains("no (spooled)"), "{text}");
+}
+
+#[test]
+fn a_failed_resource_skips_its_dependents_and_exits_4() {
+    let sb = Sandbox::new();
+    // The parent does not exist and is not managed: the directory fails, its child is skipped,
+    // an unrelated resource still converges.
+    let resources = vec![
+        marker_dir("/missing/parent"),
+        marker_dir("/missing/parent/child"),
+        marker_dir("/srv/other"),
+    ];
+    let bytes = sign(&catalog("devvm", serial_now(), resources));
+    let (out, report) = sb.run(&bytes, &[]);
+    let report = report.unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert_eq!(report.status, RunStatus::Failed);
+    let by_id = |id: &str| {
+        report
+            .events
+            .iter()
+            .find(|e| e.resource.as_str() == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        by_id("directory:/missing/parent").status,
+        steward_protocol::ResourceStatus::Failed
+    );
+    let child = by_id("directory:/missing/parent/child");
+    assert_eq!(child.status, steward_protocol::ResourceStatus::Skipped);
+    assert_eq!(
+        child.message.as_deref(),
+        Some("requires directory:/missing/parent which failed")
+    );
+    assert_eq!(
+        by_id("directory:/srv/other").status,
+        steward_protocol::ResourceStatus::Changed
+    );
+}
+
+/// A catalog signed under a root other than the pinned one.
+fn sign_with_root(catalog: &Catalog, root_seed: u8) -> Vec<u8> {
+    let root = SigningKeyPair::from_bytes([root_seed; 32]);
+    let catalog_key = SigningKeyPair::from_bytes([2; 32]);
+    let now = Timestamp(now());
+    let certificate = issue_certificate(
+        &root,
+        &catalog_key.public_bytes(),
+        now.plus_secs(-60),
+        now.plus_secs(86_400),
+    );
+    sign_catalog(catalog, &catalog_key, &certificate).unwrap()
+}
+
+#[test]
+fn every_refused_catalog_applies_nothing_and_keeps_the_persisted_serial() {
+    let sb = Sandbox::new();
+    let serial = serial_now();
+    let good = sign(&catalog("devvm", serial, vec![]));
+    let (out, _) = sb.run(&good, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(sb.accepted_serial(), Some(serial));
+
+    let evil = vec![marker_dir("/srv/evil")];
+    let newer = |resources: Vec<Resource>| catalog("devvm", serial + 1000, resources);
+    let mut flipped = sign(&newer(evil.clone()));
+    let at = flipped.len() / 3;
+    flipped[at] ^= 0x20;
+    let mut expired = newer(evil.clone());
+    expired.compiled_at = Timestamp(now() - 7200);
+    expired.expires_at = Timestamp(now() - 60);
+    let mut unknown_format = newer(evil.clone());
+    unknown_format.format_version += 1;
+    let mut oversize = sign(&newer(evil.clone()));
+    oversize.resize(steward_protocol::MAX_CATALOG_BYTES + 1, b' ');
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "forged",
+            sign_with_root(&newer(evil.clone()), 9),
+            "not signed by a trusted key",
+        ),
+        ("flipped byte", flipped, "catalog refused"),
+        (
+            "rollback",
+            sign(&catalog("devvm", serial - 1, evil.clone())),
+            "rollback",
+        ),
+        (
+            "same serial, other content",
+            sign(&catalog("devvm", serial, evil.clone())),
+            "different content",
+        ),
+        ("expired", sign(&expired), "expired"),
+        (
+            "other node",
+            sign(&catalog("ws-01", serial + 1000, evil.clone())),
+            "another node",
+        ),
+        ("unknown format", sign(&unknown_format), "unknown format"),
+        ("oversize", oversize, "larger than"),
+    ];
+    for (name, bytes, expected) in cases {
+        let (out, report) = sb.run(&bytes, &[]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
+        let report = report.unwrap_or_else(|| panic!("{name}: no report"));
+        assert_eq!(report.status, RunStatus::Error, "{name}");
+        assert!(report.events.is_empty(), "{name}");
+        let message = report.message.unwrap_or_default();
+        assert!(message.contains(expected), "{name}: {message}");
+        assert!(!sb.root.join("srv/evil").exists(), "{name}: applied");
+        assert_eq!(sb.accepted_serial(), Some(serial), "{name}: serial moved");
+    }
+}
+
+#[test]
+fn a_second_run_waits_for_the_lock_then_gives_up_with_exit_1() {
+    let sb = Sandbox::new();
+    let state = steward_agent::state::StateDir::open(&sb.state).unwrap();
+    let _held = state.lock(std::time::Duration::ZERO).unwrap();
+    std::fs::write(sb.work.join("agent.toml"), "lock_wait_secs = 1\n").unwrap();
+    let bytes = sign(&catalog("devvm", serial_now(), vec![]));
+    let file = sb.work.join("catalog.json");
+    std::fs::write(&file, bytes).unwrap();
+    let out = Command::new(support::agent_binary())
+        .arg("--config")
+        .arg(sb.work.join("agent.toml"))
+        .arg("--state-dir")
+        .arg(&sb.state)
+        .args([
+            "run",
+            "--catalog",
+            file.to_str().unwrap(),
+            "--trust",
+            &trust(),
+        ])
+        .args(["--node", "devvm", "--root"])
+        .arg(&sb.root)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("another run holds"),
+        "{}",
+        stderr(&out)
+    );
+}
