@@ -1,1 +1,173 @@
-//! End-to-end tests (skeleton)
+//! End-to-end tests: the real `steward-server` and `steward-agent` binaries talking over TLS on
+//! loopback, with a real SQLite database and a sandbox root for the agent.
+
+use std::path::Path;
+
+use steward_tests::{AgentProcess, ServerProcess};
+
+/// A small site: one host class `lab` with a directory, a templated file and a sensitive file
+/// whose value comes from Vault data.
+fn lab_site(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let site = dir.join("site");
+    std::fs::create_dir_all(site.join("files")).unwrap();
+    std::fs::write(site.join("roster.yaml"), "users: {}\n").unwrap();
+    std::fs::write(site.join("tiers.yaml"), "tiers: {}\n").unwrap();
+    std::fs::write(
+        site.join("site.yaml"),
+        r#"classes:
+  lab:
+    hosts: ["lab-*"]
+    bundles: [lab-files]
+bundles:
+  lab-files:
+    - directory: { path: /srv/lab, mode: "0755" }
+    - file:
+        path: /srv/lab/motd
+        content: "managed by steward for {{ host.name }}\n"
+    - file:
+        path: /srv/lab/token
+        mode: "0600"
+        sensitive: true
+        content: "{{ secret('secret/lab', 'token') }}"
+"#,
+    )
+    .unwrap();
+    let canary = format!("CANARY-{}", steward_tests::random_hex(12));
+    let vault = dir.join("vault-data.yaml");
+    std::fs::write(
+        &vault,
+        format!("secret/platform:\n  k8s_users: {{}}\nsecret/lab:\n  token: {canary}\n"),
+    )
+    .unwrap();
+    (site, vault, canary)
+}
+
+/// A sandbox root with just enough of `/etc` for owner names to resolve.
+fn sandbox_root(dir: &Path) -> std::path::PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(root.join("srv")).unwrap();
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+    std::fs::write(root.join("etc/hostname"), "lab-1\n").unwrap();
+    root
+}
+
+fn runs_of(server: &ServerProcess, node: &str) -> Vec<serde_json::Value> {
+    let v = server.admin_get(&format!("/api/v1/runs?node={node}"));
+    v.get("runs")
+        .and_then(|r| r.as_array())
+        .or_else(|| v.as_array())
+        .cloned()
+        .unwrap_or_else(|| panic!("unexpected runs answer: {v}"))
+}
+
+fn grep_dir(dir: &Path, needle: &str) -> Vec<String> {
+    let mut hits = Vec::new();
+    for entry in walk(dir) {
+        if let Ok(bytes) = std::fs::read(&entry) {
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                hits.push(entry.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn an_agent_enrolls_converges_reports_and_survives_a_server_outage() {
+    let t = tempfile::tempdir().unwrap();
+    let (site, vault, canary) = lab_site(t.path());
+    let mut server = ServerProcess::start(t.path(), &site, &vault);
+    let join = server.join_string(&["--auto-approve", "--class", "lab", "--hostname", "lab-*"]);
+    let root = sandbox_root(t.path());
+    let agent = AgentProcess::new(t.path(), &join, &server, &root);
+
+    // Enrollment pins the root key and is auto-approved by the token and the site's class.
+    let out = agent.cmd(&["enroll", "--root", root.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "enroll: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("enrolled and approved"));
+
+    // First run converges and is reported.
+    let (code, report, stderr) = agent.run();
+    assert_eq!(code, Some(2), "first run: {stderr}\n{report}");
+    assert_eq!(report["status"], "changed");
+    assert_eq!(
+        std::fs::read_to_string(root.join("srv/lab/motd")).unwrap(),
+        "managed by steward for lab-1\n"
+    );
+    let token = root.join("srv/lab/token");
+    assert_eq!(std::fs::read_to_string(&token).unwrap(), canary);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&token).unwrap().permissions());
+    assert_eq!(mode & 0o7777, 0o600);
+    let runs = runs_of(&server, "lab-1");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+
+    // Second run: nothing to do, still reported.
+    let (code, report, stderr) = agent.run();
+    assert_eq!(code, Some(0), "second run: {stderr}\n{report}");
+    assert_eq!(runs_of(&server, "lab-1").len(), 2);
+
+    // Server down: the cached catalog is re-applied, the report is spooled.
+    server.stop();
+    std::fs::write(root.join("srv/lab/motd"), "drifted\n").unwrap();
+    let (code, report, stderr) = agent.run();
+    assert_eq!(code, Some(2), "offline run: {stderr}\n{report}");
+    assert!(
+        report["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("applying the cached catalog"),
+        "{report}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("srv/lab/motd")).unwrap(),
+        "managed by steward for lab-1\n",
+        "drift repaired from the cache"
+    );
+    let offline_run = report["run_id"].as_str().unwrap().to_string();
+    let status = agent.cmd(&["status"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("no (spooled)"));
+
+    // Back: the next run delivers the spooled report and its own, each exactly once.
+    server.restart();
+    let (code, _report, stderr) = agent.run();
+    assert_eq!(code, Some(0), "run after the outage: {stderr}");
+    let runs = runs_of(&server, "lab-1");
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    assert!(
+        runs.iter().any(|r| r["run_id"] == offline_run.as_str()),
+        "the offline run was delivered: {runs:?}"
+    );
+    assert!(std::fs::read_dir(agent.state_dir.join("spool"))
+        .unwrap()
+        .next()
+        .is_none());
+
+    // The secret is only in its target file: not in the agent's state (cached envelope,
+    // spool, summary) nor in the server's data directory or log.
+    assert!(grep_dir(&agent.state_dir, &canary).is_empty());
+    assert!(grep_dir(&server.data_dir, &canary).is_empty());
+    assert!(!server.log_text().contains(&canary));
+}

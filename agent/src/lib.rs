@@ -62,6 +62,9 @@ pub enum Command {
         /// Keep asking (with backoff) until an admin approves.
         #[arg(long)]
         wait: bool,
+        /// The system whose facts (host name, machine id) are sent.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
     },
     /// Converge this host once. Exit 0 no changes, 2 changes, 4 failures, 6 both, 1 could not
     /// run.
@@ -166,6 +169,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             join,
             hostname,
             wait,
+            root,
         } => {
             let state = state::StateDir::open(&state_dir)?;
             let text = match join {
@@ -176,7 +180,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let join: steward_protocol::join::JoinString =
                 text.parse().context("invalid join string")?;
-            let root = PathBuf::from("/");
             if wait {
                 daemon::enroll_until_approved(&state, &join, &config, &root, &stop)?;
                 println!("enrolled and approved");
