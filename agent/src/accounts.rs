@@ -124,11 +124,16 @@ impl Accounts {
 }
 
 fn read(host: &Host, path: &str) -> Result<String, HostError> {
-    Ok(match host.observe_file(path)? {
-        FileState::Regular(f) => {
+    Ok(match host.observe_file(path) {
+        Ok(FileState::Regular(f)) => {
             String::from_utf8_lossy(&f.content.unwrap_or_default()).into_owned()
         }
-        _ => String::new(),
+        Ok(_) => String::new(),
+        // A sandbox root without /etc has no accounts (numeric owners still resolve).
+        Err(HostError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            String::new()
+        }
+        Err(e) => return Err(e),
     })
 }
 

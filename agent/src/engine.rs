@@ -68,6 +68,9 @@ impl Outcome {
     }
 }
 
+/// The id a not-yet-created account resolves to under noop (see [`Context::ids`]).
+pub const NOT_YET_CREATED: u32 = u32::MAX;
+
 /// Everything a provider may use: the host, the run's mode and the node's key.
 pub struct Context<'a> {
     /// All filesystem access goes through here.
@@ -82,7 +85,6 @@ pub struct Context<'a> {
     key: Option<&'a EncryptionKeyPair>,
     accounts: RefCell<Option<Accounts>>,
     /// Per-run state of the package provider (one batched `apt-get install`).
-    #[allow(dead_code)] // until the package provider lands
     pub(crate) packages: RefCell<providers::package::Batch>,
 }
 
@@ -131,15 +133,25 @@ impl<'a> Context<'a> {
         *self.accounts.borrow_mut() = None;
     }
 
-    /// uid and gid for an `owner` / `group` pair of a resource.
+    /// uid and gid for an `owner` / `group` pair of a resource. Under noop, an account that
+    /// does not exist yet (a `user` earlier in the run would create it) resolves to
+    /// [`NOT_YET_CREATED`], which matches no real owner, so the resource reports what it would
+    /// change instead of failing.
     pub fn ids(&self, owner: &str, group: &str) -> anyhow::Result<(u32, u32)> {
         let accounts = self.accounts()?;
+        let missing = |what: &str, name: &str| {
+            if self.noop {
+                Ok(NOT_YET_CREATED)
+            } else {
+                Err(anyhow::anyhow!("unknown {what} {name:?}"))
+            }
+        };
         let uid = accounts
             .uid(owner)
-            .ok_or_else(|| anyhow::anyhow!("unknown user {owner:?}"))?;
+            .map_or_else(|| missing("user", owner), Ok)?;
         let gid = accounts
             .gid(group)
-            .ok_or_else(|| anyhow::anyhow!("unknown group {group:?}"))?;
+            .map_or_else(|| missing("group", group), Ok)?;
         Ok((uid, gid))
     }
 
@@ -170,6 +182,8 @@ pub fn apply(
     stop: &AtomicBool,
 ) -> Vec<ResourceEvent> {
     let order = Graph::build(&catalog.resources);
+    // Every package of the catalog goes into one `apt-get install`.
+    providers::package::plan_batch(catalog, cx);
     let mut events = Vec::with_capacity(catalog.resources.len());
     // Why each resource that must not run is held back.
     let mut blocked: HashMap<usize, String> = HashMap::new();

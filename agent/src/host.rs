@@ -17,7 +17,16 @@
 //!   is removed and the target is untouched (R5, R8);
 //! - mode and owner are only ever changed through a descriptor of the checked object, never by
 //!   path (F2), and every create passes an explicit mode then fixes it, so the umask does not
-//!   matter (F10).
+//!   matter (F10);
+//! - a caller that decided to replace a file from what it read (a marker, a backup) passes the
+//!   observed [`Identity`], and the write is refused as [`HostError::Raced`] if the entry is no
+//!   longer that object right before the rename
+//!   ([`Host::write_file_atomic_expecting`]; best effort, see there);
+//! - temp files an agent killed mid-write left behind (`.<name>.steward-tmp.<pid>.<n>.<hex>`)
+//!   are removed by the next write into the same directory once older than
+//!   [`STALE_TEMP_AGE`];
+//! - old content can be kept in a root-only content-addressed bucket before it is replaced
+//!   ([`Host::backup_content`]).
 //!
 //! Error messages name the catalog path (`/home/u/.claude.json`), not the root-joined one.
 
@@ -30,8 +39,10 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use rustix::fs::{AtFlags, Gid, OFlags, RenameFlags, ResolveFlags, Uid, CWD};
+use sha2::{Digest, Sha256};
 use steward_protocol::{is_normal_absolute_path, Mode};
 
 #[cfg(test)]
@@ -40,6 +51,13 @@ mod tests;
 /// Largest file content [`Host::observe_file`] reads into memory; larger files are reported
 /// with `content: None`.
 pub const MAX_OBSERVED_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Age (by mtime) from which a temp file of ours is stale: left behind by an agent killed
+/// mid-write (SIGKILL, power loss), never one being written (a write takes milliseconds).
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(10 * 60);
+
+/// What every temp name holds, between the target's name and `<pid>.<counter>.<nanos hex>`.
+const TEMP_MARK: &str = ".steward-tmp.";
 
 /// The kind of a filesystem object, as `fstat` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,9 +139,43 @@ pub struct Inode {
     pub mtime_sec: i64,
     /// Nanoseconds part of the modification time.
     pub mtime_nsec: i64,
+    /// Status change time, seconds since the epoch (unlike the mtime, no unprivileged user
+    /// can set it back).
+    pub ctime_sec: i64,
+    /// Nanoseconds part of the status change time.
+    pub ctime_nsec: i64,
+}
+
+/// Which object an observation saw, precisely enough to notice that it was replaced, written
+/// to, truncated, chmod-ed or chown-ed since: device, inode number, size, mtime and ctime
+/// (any write, `chmod`, `chown`, `link` or `rename` of the object moves its ctime, and no
+/// unprivileged user can set a ctime back). See [`Host::write_file_atomic_expecting`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// Device.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time (seconds, nanoseconds).
+    pub mtime: (i64, i64),
+    /// Status change time (seconds, nanoseconds).
+    pub ctime: (i64, i64),
 }
 
 impl Inode {
+    /// The identity of the observed object, to pass to [`Host::write_file_atomic_expecting`].
+    pub fn identity(&self) -> Identity {
+        Identity {
+            dev: self.dev,
+            ino: self.ino,
+            size: self.size,
+            mtime: (self.mtime_sec, self.mtime_nsec),
+            ctime: (self.ctime_sec, self.ctime_nsec),
+        }
+    }
+
     fn of(meta: &Metadata) -> Inode {
         Inode {
             mode: Mode(meta.mode() & 0o7777),
@@ -135,6 +187,8 @@ impl Inode {
             size: meta.size(),
             mtime_sec: meta.mtime(),
             mtime_nsec: meta.mtime_nsec(),
+            ctime_sec: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
         }
     }
 
@@ -364,6 +418,8 @@ pub struct Host {
     root_fd: OwnedFd,
     /// Cleared the first time `openat2` turns out to be unavailable (old kernel, seccomp).
     use_openat2: AtomicBool,
+    /// Temp files of ours older than this are removed by the next write into their directory.
+    stale_temp_age: Duration,
 }
 
 /// The directory holding a target, and the target's name in it.
@@ -407,6 +463,7 @@ impl Host {
             root,
             root_fd,
             use_openat2: AtomicBool::new(true),
+            stale_temp_age: STALE_TEMP_AGE,
         })
     }
 
@@ -418,6 +475,12 @@ impl Host {
     #[cfg(test)]
     fn without_openat2(self) -> Host {
         self.use_openat2.store(false, Ordering::Relaxed);
+        self
+    }
+
+    #[cfg(test)]
+    fn with_stale_temp_age(mut self, age: Duration) -> Host {
+        self.stale_temp_age = age;
         self
     }
 
@@ -656,14 +719,16 @@ impl Host {
 
     /// Ensures a real directory exists at `path` with `mode` and owner; the parent must exist.
     /// Creation is `mkdirat` with an explicit mode, then the mode and owner are set through a
-    /// descriptor of the new directory; an existing one is corrected the same way.
+    /// descriptor of the new directory and the parent is `fsync`ed (so the new entry survives
+    /// a power loss); an existing one is corrected the same way.
     pub fn ensure_dir(&self, path: &str, mode: Mode, uid: u32, gid: u32) -> Result<(), HostError> {
         let p = self.parent(path)?;
-        match rustix::fs::mkdirat(&p.dir, p.name, rustix::fs::Mode::from_raw_mode(0o700)) {
-            Ok(()) => {}
-            Err(e) if e == rustix::io::Errno::EXIST => {}
-            Err(e) => return Err(HostError::io(Op::Mkdir, path, e)),
-        }
+        let created =
+            match rustix::fs::mkdirat(&p.dir, p.name, rustix::fs::Mode::from_raw_mode(0o700)) {
+                Ok(()) => true,
+                Err(e) if e == rustix::io::Errno::EXIST => false,
+                Err(e) => return Err(HostError::io(Op::Mkdir, path, e)),
+            };
         let dir = rustix::fs::openat(
             &p.dir,
             p.name,
@@ -685,7 +750,12 @@ impl Host {
             }
         })?;
         let dir = File::from(dir);
-        fix_mode_owner(&dir, path, mode, uid, gid, None)
+        fix_mode_owner(&dir, path, mode, uid, gid, None)?;
+        if created {
+            // The new entry is durable only once its parent directory is.
+            sync_dir(&p)?;
+        }
+        Ok(())
     }
 
     /// Writes `bytes` to `path` atomically with `mode` and owner, replacing only a regular file
@@ -711,9 +781,37 @@ impl Host {
         gid: u32,
         overwrite: Overwrite,
     ) -> Result<(), HostError> {
-        self.write_atomic_inner(path, bytes, mode, (uid, gid), overwrite, None)
+        self.write_atomic_inner(path, bytes, mode, (uid, gid), overwrite, None, None)
     }
 
+    /// [`Host::write_file_atomic_with`] that also refuses with [`HostError::Raced`] (and
+    /// modifies nothing) unless the entry at `path` is still the object observed as `expected`
+    /// (same device, inode, size, mtime and ctime) right before the rename; `None` checks
+    /// nothing. A caller that decided to replace a file after looking at its content (a
+    /// marker, a backup of the old content) passes the observed [`Inode::identity`], so that a
+    /// user's edit made in between is not silently lost. To create a file that was observed
+    /// absent, use [`Overwrite::Never`] instead.
+    ///
+    /// Best effort: the check is an `fstat` of the entry immediately before `renameat`, and an
+    /// edit that lands in the microseconds between the two is still replaced (its content is
+    /// lost, and a backup holds the observed content rather than that edit). Safety does not
+    /// depend on the check: the rename replaces the directory entry and never writes through
+    /// whatever is there.
+    #[allow(clippy::too_many_arguments)] // mirrors write_file_atomic_with, plus one
+    pub fn write_file_atomic_expecting(
+        &self,
+        path: &str,
+        bytes: &[u8],
+        mode: Mode,
+        uid: u32,
+        gid: u32,
+        overwrite: Overwrite,
+        expected: Option<Identity>,
+    ) -> Result<(), HostError> {
+        self.write_atomic_inner(path, bytes, mode, (uid, gid), overwrite, expected, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn write_atomic_inner(
         &self,
         path: &str,
@@ -721,6 +819,7 @@ impl Host {
         mode: Mode,
         (uid, gid): (u32, u32),
         overwrite: Overwrite,
+        expected: Option<Identity>,
         fail_at: Option<Step>,
     ) -> Result<(), HostError> {
         let p = self.parent(path)?;
@@ -753,6 +852,7 @@ impl Host {
                 _ => {}
             }
         }
+        self.sweep_stale_temps(&p, uid);
         let (temp, file) = create_temp(&p, |name| {
             rustix::fs::openat(
                 &p.dir,
@@ -772,6 +872,9 @@ impl Host {
             file.sync_all()
                 .map_err(|e| HostError::io(Op::Fsync, path, e))?;
             inject(fail_at, Step::Rename, path, Op::Rename)?;
+            if let Some(expected) = expected {
+                check_unchanged(&p, &expected)?;
+            }
             if overwrite == Overwrite::Never {
                 rename_noreplace(&p, &temp)
             } else {
@@ -788,7 +891,8 @@ impl Host {
 
     /// Points the symlink at `path` to `target` atomically (a link under a temp name, owned by
     /// `uid:gid`, renamed into place). Only a missing entry or an existing symlink is replaced:
-    /// a regular file, directory or anything else is [`HostError::Exists`].
+    /// a regular file, directory or anything else is [`HostError::Exists`], and a symlink that
+    /// was replaced by something else since it was checked is [`HostError::Raced`].
     pub fn create_symlink_atomic(
         &self,
         path: &str,
@@ -800,7 +904,7 @@ impl Host {
         let existing = match Self::lstat(&p)? {
             None => None,
             Some((_, meta)) => match FileKind::of(&meta) {
-                FileKind::Symlink => Some(()),
+                FileKind::Symlink => Some(Inode::of(&meta).identity()),
                 kind => {
                     return Err(HostError::Exists {
                         path: PathBuf::from(path),
@@ -809,6 +913,7 @@ impl Host {
                 }
             },
         };
+        self.sweep_stale_temps(&p, uid);
         let (temp, ()) = create_temp(&p, |name| rustix::fs::symlinkat(target, &p.dir, name))?;
         let result = (|| {
             let link = rustix::fs::openat(
@@ -836,8 +941,13 @@ impl Host {
             .map_err(|e| HostError::io(Op::Chown, path, e))?;
             match existing {
                 None => rename_noreplace(&p, &temp),
-                Some(()) => rustix::fs::renameat(&p.dir, temp.as_str(), &p.dir, p.name)
-                    .map_err(|e| HostError::io(Op::Rename, path, e)),
+                Some(link) => {
+                    // Still the link observed above, not a file swapped in meanwhile (best
+                    // effort, as in write_file_atomic_expecting).
+                    check_unchanged(&p, &link)?;
+                    rustix::fs::renameat(&p.dir, temp.as_str(), &p.dir, p.name)
+                        .map_err(|e| HostError::io(Op::Rename, path, e))
+                }
             }
         })();
         if let Err(e) = result {
@@ -845,6 +955,181 @@ impl Host {
             return Err(e);
         }
         sync_dir(&p)
+    }
+
+    /// Sets the owner of the symlink at `path` itself (never what it points at), through an
+    /// `O_PATH | O_NOFOLLOW` descriptor of the link; anything but a symlink is
+    /// [`HostError::Raced`] (the caller observed a symlink there).
+    pub fn set_link_owner(&self, path: &str, uid: u32, gid: u32) -> Result<(), HostError> {
+        let p = self.parent(path)?;
+        let Some((link, meta)) = Self::lstat(&p)? else {
+            return Err(HostError::Raced {
+                path: PathBuf::from(path),
+            });
+        };
+        if FileKind::of(&meta) != FileKind::Symlink {
+            return Err(HostError::Raced {
+                path: PathBuf::from(path),
+            });
+        }
+        rustix::fs::chownat(
+            &link,
+            "",
+            Some(Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
+            AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| HostError::io(Op::Chown, path, e))
+    }
+
+    /// Keeps `content` (the observed content of a file about to be replaced) in the
+    /// content-addressed store `bucket` (an absolute directory beneath the root, such as
+    /// `/var/lib/steward/bucket`, as Puppet's clientbucket) under the name of its SHA-256,
+    /// and returns that hex digest. The bucket is root's alone: missing directories on the
+    /// way are created `0700 root:root` (existing ones are left as they are), the bucket
+    /// itself is kept `0700 root:root`, and each copy is written atomically `0600 root:root`,
+    /// so old content of sensitive files may be kept there too. Content already in the bucket
+    /// is not written again.
+    pub fn backup_content(&self, bucket: &str, content: &[u8]) -> Result<String, HostError> {
+        if bucket == "/" || !is_normal_absolute_path(bucket) {
+            return Err(HostError::InvalidPath {
+                path: bucket.to_string(),
+            });
+        }
+        // Ancestors: create what is missing, refuse what is not a real directory.
+        let mut end = 0;
+        for component in bucket[1..].split('/') {
+            end += 1 + component.len();
+            let prefix = &bucket[..end];
+            let is_bucket = end == bucket.len();
+            match self.observe_dir(prefix)? {
+                DirState::Directory(inode)
+                    if !is_bucket
+                        || (inode.mode == Mode(0o700) && (inode.uid, inode.gid) == (0, 0)) => {}
+                DirState::Directory(_) | DirState::Absent => {
+                    self.ensure_dir(prefix, Mode(0o700), 0, 0)?;
+                }
+                DirState::Other(kind) => {
+                    return Err(HostError::NotDirectory {
+                        path: PathBuf::from(prefix),
+                        kind,
+                    })
+                }
+            }
+        }
+        let digest = hex::encode(Sha256::digest(content));
+        let path = format!("{bucket}/{digest}");
+        let overwrite = match self.observe_file(&path)? {
+            FileState::Absent => Overwrite::Never,
+            FileState::Regular(kept)
+                if kept.content.as_deref() == Some(content)
+                    && kept.inode.nlink == 1
+                    && kept.inode.mode == Mode(0o600)
+                    && (kept.inode.uid, kept.inode.gid) == (0, 0) =>
+            {
+                return Ok(digest);
+            }
+            // Same name, other bytes or attributes: rewrite it (a hardlinked or special entry
+            // is refused by the write, and reported).
+            FileState::Regular(_) | FileState::Other { .. } => Overwrite::RegularOnly,
+        };
+        match self.write_file_atomic_with(&path, content, Mode(0o600), 0, 0, overwrite) {
+            // Stored meanwhile by someone else with the same content-addressed name.
+            Err(HostError::Exists {
+                kind: FileKind::Regular,
+                ..
+            }) => Ok(digest),
+            Err(e) => Err(e),
+            Ok(()) => Ok(digest),
+        }
+    }
+
+    /// Removes temp files of ours that an agent killed mid-write left in the target's
+    /// directory (R5): entries whose name has exactly our pattern
+    /// (`.<name>.steward-tmp.<pid>.<n>.<hex>`), that are regular files or symlinks (temp
+    /// links of [`Host::create_symlink_atomic`]) with a single link, owned by root (before the
+    /// `fchown`) or by `owner` (the owner of the file being written, after it), and whose
+    /// mtime is older than [`STALE_TEMP_AGE`]. Everything is fd-relative: the directory is
+    /// read through a descriptor of the resolved parent, entries are `fstatat`ed with
+    /// `AT_SYMLINK_NOFOLLOW` and removed with `unlinkat`, which removes a name and never
+    /// follows it (a hardlink or symlink planted under such a name loses only that name).
+    /// Best effort: a failure here never fails the write.
+    fn sweep_stale_temps(&self, p: &Parent<'_>, owner: u32) {
+        let Ok(dir) = rustix::fs::openat(
+            &p.dir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        ) else {
+            return;
+        };
+        let Ok(dir_fd) = dir.try_clone() else {
+            return;
+        };
+        let Ok(entries) = rustix::fs::Dir::new(dir) else {
+            return;
+        };
+        let now = SystemTime::now();
+        for entry in entries.flatten() {
+            let Ok(name) = entry.file_name().to_str() else {
+                continue;
+            };
+            if !is_temp_name(name) {
+                continue;
+            }
+            let Ok(stat) = rustix::fs::statat(&dir_fd, name, AtFlags::SYMLINK_NOFOLLOW) else {
+                continue;
+            };
+            let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+            let mtime = SystemTime::UNIX_EPOCH
+                + Duration::from_secs(u64::try_from(stat.st_mtime).unwrap_or(0));
+            let stale = now
+                .duration_since(mtime)
+                .is_ok_and(|age| age >= self.stale_temp_age);
+            if matches!(
+                kind,
+                rustix::fs::FileType::RegularFile | rustix::fs::FileType::Symlink
+            ) && stat.st_nlink == 1
+                && (stat.st_uid == 0 || stat.st_uid == owner)
+                && stale
+            {
+                let _ = rustix::fs::unlinkat(&dir_fd, name, AtFlags::empty());
+            }
+        }
+    }
+}
+
+/// Whether `name` is a temp name [`create_temp`] makes: `.<stem>.steward-tmp.<decimal pid>.
+/// <decimal counter>.<lowercase hex nanos>`.
+fn is_temp_name(name: &str) -> bool {
+    let Some((stem, tail)) = name.rsplit_once(TEMP_MARK) else {
+        return false;
+    };
+    let parts: Vec<&str> = tail.split('.').collect();
+    let decimal = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let hex = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    stem.len() > 1
+        && stem.starts_with('.')
+        && parts.len() == 3
+        && decimal(parts[0])
+        && decimal(parts[1])
+        && hex(parts[2])
+}
+
+/// Refuses with [`HostError::Raced`] unless the entry at the target is still the object
+/// `expected` identifies (see [`Host::write_file_atomic_expecting`]).
+fn check_unchanged(p: &Parent<'_>, expected: &Identity) -> Result<(), HostError> {
+    let now = Host::lstat(p)?.map(|(_, meta)| Inode::of(&meta).identity());
+    if now == Some(*expected) {
+        Ok(())
+    } else {
+        Err(HostError::Raced {
+            path: PathBuf::from(p.path),
+        })
     }
 }
 
@@ -894,7 +1179,7 @@ fn create_temp<T>(
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let name = format!(".{stem}.steward-tmp.{}.{n}.{nanos:x}", std::process::id());
+        let name = format!(".{stem}{TEMP_MARK}{}.{n}.{nanos:x}", std::process::id());
         match create(&name) {
             Ok(t) => return Ok((name, t)),
             Err(e) if e == rustix::io::Errno::EXIST => last = e,

@@ -510,6 +510,7 @@ fn r5_failure_at_every_step_leaves_old_file_and_no_temp_files() {
                     Mode(0o600),
                     (UID, GID),
                     Overwrite::RegularOnly,
+                    None,
                     Some(step),
                 )
                 .unwrap_err();
@@ -787,4 +788,279 @@ fn f6_symlinked_home_is_reported_and_never_modified() {
     }
     assert_eq!(mode_owner(&sb.etc()), etc_before);
     sb.assert_canary_intact();
+}
+
+/// Sets the mtime (and atime) of `path` itself, not following a symlink.
+fn set_mtime(path: &Path, secs_ago: i64) {
+    let then = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - secs_ago;
+    let ts = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: then,
+            tv_nsec: 0,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: then,
+            tv_nsec: 0,
+        },
+    };
+    rustix::fs::utimensat(CWD, path, &ts, AtFlags::SYMLINK_NOFOLLOW).unwrap();
+}
+
+fn identity_of(host: &Host, path: &str) -> Identity {
+    match host.observe_file(path).unwrap() {
+        FileState::Regular(f) => f.inode.identity(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn expected_identity_refuses_an_entry_changed_since_it_was_observed() {
+    let sb = Sandbox::new();
+    for (i, host) in sb.hosts().iter().enumerate() {
+        let path = format!("/home/u/marked{i}");
+        let real = sb.at(&path);
+        let write = |expected| {
+            host.write_file_atomic_expecting(
+                &path,
+                b"ours\n",
+                Mode(0o644),
+                UID,
+                GID,
+                Overwrite::RegularOnly,
+                Some(expected),
+            )
+        };
+        // Each way a user can change the entry in between: an in-place edit of the same size,
+        // a chmod, a replacement by rename, a removal.
+        let edits: [(&str, &dyn Fn()); 4] = [
+            ("in-place edit", &|| fs::write(&real, b"theirs\n").unwrap()),
+            ("chmod", &|| {
+                fs::set_permissions(&real, fs::Permissions::from_mode(0o600)).unwrap()
+            }),
+            ("rename over", &|| {
+                fs::write(sb.at("/home/u/other"), b"mine!!\n").unwrap();
+                fs::rename(sb.at("/home/u/other"), &real).unwrap();
+            }),
+            ("removal", &|| fs::remove_file(&real).unwrap()),
+        ];
+        for (what, edit) in edits {
+            fs::write(&real, b"mine!!\n").unwrap();
+            fs::set_permissions(&real, fs::Permissions::from_mode(0o644)).unwrap();
+            let observed = identity_of(host, &path);
+            // Timestamps have a clock-tick granularity: let one pass, as a real user would.
+            thread::sleep(Duration::from_millis(20));
+            edit();
+            let before = fs::read(&real).ok();
+            let err = write(observed).unwrap_err();
+            assert!(matches!(err, HostError::Raced { .. }), "{what}: {err:?}");
+            assert!(err.to_string().contains(&path), "{err}");
+            assert_eq!(fs::read(&real).ok(), before, "{what}: nothing was modified");
+            assert_no_temp_files(&sb.at("/home/u"));
+        }
+        // Unchanged since observed: replaced.
+        fs::write(&real, b"mine!!\n").unwrap();
+        let observed = identity_of(host, &path);
+        write(observed).unwrap();
+        assert_eq!(fs::read(&real).unwrap(), b"ours\n");
+        assert_eq!(mode_owner(&real), (0o644, UID, GID));
+        // And `None` checks nothing, as write_file_atomic_with.
+        fs::write(&real, b"edited\n").unwrap();
+        host.write_file_atomic_expecting(
+            &path,
+            b"again\n",
+            Mode(0o644),
+            UID,
+            GID,
+            Overwrite::RegularOnly,
+            None,
+        )
+        .unwrap();
+        assert_eq!(fs::read(&real).unwrap(), b"again\n");
+    }
+}
+
+#[test]
+fn temp_names_we_make_are_the_names_we_sweep() {
+    let sb = Sandbox::new();
+    let host = Host::new(sb.root()).unwrap();
+    let long = "x".repeat(250);
+    for name in [
+        ".bashrc",
+        "config.json",
+        "a.steward-tmp.1.2.3",
+        long.as_str(),
+        "é",
+    ] {
+        let path = format!("/home/u/{name}");
+        let p = host.parent(&path).unwrap();
+        let (temp, ()) = create_temp(&p, |_| Ok(())).unwrap();
+        assert!(is_temp_name(&temp), "{temp}");
+        assert!(temp.len() <= 255, "{temp}");
+    }
+    for (name, ours) in [
+        (".bashrc.steward-tmp.123.0.1f2e", true),
+        ("..bashrc.steward-tmp.9.17.abc", true),
+        ("bashrc.steward-tmp.123.0.1f2e", false),
+        (".steward-tmp.123.0.1f", false),
+        (".x.steward-tmp.123.0.1F", false),
+        (".x.steward-tmp.123.0", false),
+        (".x.steward-tmp.123.0.1f.2", false),
+        (".x.steward-tmp.12a.0.1f", false),
+        (".x.steward-tmp..0.1f", false),
+        (".x.steward-tmp.1.2.", false),
+        (".x.steward-tmp.1.2.3~", false),
+        (".bashrc", false),
+    ] {
+        assert_eq!(is_temp_name(name), ours, "{name}");
+    }
+}
+
+#[test]
+fn r5_stale_temp_files_of_a_killed_agent_are_swept_by_the_next_write() {
+    let sb = Sandbox::new();
+    let home = sb.at("/home/u");
+    let stale_root = home.join(".bashrc.steward-tmp.4711.0.1a2b");
+    let stale_owner = home.join(".profile.steward-tmp.4711.1.1a2b");
+    let stale_link = home.join(".link.steward-tmp.4711.2.1a2b");
+    let stale_other_owner = home.join(".a.steward-tmp.4711.3.1a2b");
+    let stale_hardlinked = home.join(".b.steward-tmp.4711.4.1a2b");
+    let stale_dir = home.join(".c.steward-tmp.4711.5.1a2b");
+    let stale_not_ours = home.join(".d.steward-tmp.4711.6.notours");
+    let fresh = home.join(".e.steward-tmp.4711.7.1a2b");
+    for f in [
+        &stale_root,
+        &stale_owner,
+        &stale_other_owner,
+        &stale_hardlinked,
+        &stale_not_ours,
+        &fresh,
+    ] {
+        fs::write(f, b"partial").unwrap();
+    }
+    std::os::unix::fs::chown(&stale_owner, Some(UID), Some(GID)).unwrap();
+    std::os::unix::fs::chown(&stale_other_owner, Some(UID + 7), Some(GID)).unwrap();
+    fs::hard_link(&stale_hardlinked, home.join("keep-hardlink")).unwrap();
+    symlink(sb.canary(), &stale_link).unwrap();
+    fs::create_dir(&stale_dir).unwrap();
+    for f in [
+        &stale_root,
+        &stale_owner,
+        &stale_link,
+        &stale_other_owner,
+        &stale_hardlinked,
+        &stale_dir,
+        &stale_not_ours,
+    ] {
+        set_mtime(f, 3600);
+    }
+    let host = Host::new(sb.root())
+        .unwrap()
+        .with_stale_temp_age(Duration::from_secs(600));
+    host.write_file_atomic("/home/u/target", b"new", Mode(0o644), UID, GID)
+        .unwrap();
+    let mut expected: Vec<String> = [
+        &stale_other_owner,
+        &stale_hardlinked,
+        &stale_dir,
+        &stale_not_ours,
+        &fresh,
+    ]
+    .iter()
+    .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+    .chain(["keep-hardlink".to_string(), "target".to_string()])
+    .collect();
+    expected.sort();
+    assert_eq!(names_in(&home), expected);
+    sb.assert_canary_intact();
+
+    // A symlink write sweeps too; with the default age nothing young is touched.
+    let host = Host::new(sb.root()).unwrap();
+    set_mtime(&fresh, 3600);
+    host.create_symlink_atomic("/home/u/l", "/t", UID, GID)
+        .unwrap();
+    assert!(!fresh.exists(), "an hour-old temp of ours is stale");
+    assert!(stale_dir.is_dir());
+}
+
+#[test]
+fn backups_land_in_a_root_only_content_addressed_bucket() {
+    let sb = Sandbox::new();
+    fs::create_dir_all(sb.at("/var/lib")).unwrap();
+    let bucket = "/var/lib/steward/bucket";
+    for host in sb.hosts() {
+        let digest = host.backup_content(bucket, b"old secret\n").unwrap();
+        assert_eq!(
+            digest,
+            hex::encode(Sha256::digest(b"old secret\n")),
+            "named by the sha-256 of the content"
+        );
+        let kept = sb.at(&format!("{bucket}/{digest}"));
+        assert_eq!(fs::read(&kept).unwrap(), b"old secret\n");
+        assert_eq!(mode_owner(&kept), (0o600, 0, 0));
+        assert_eq!(mode_owner(&sb.at(bucket)), (0o700, 0, 0));
+        assert_eq!(mode_owner(&sb.at("/var/lib/steward")), (0o700, 0, 0));
+        let ino = fs::metadata(&kept).unwrap().ino();
+
+        // The same content again: nothing written.
+        assert_eq!(
+            host.backup_content(bucket, b"old secret\n").unwrap(),
+            digest
+        );
+        assert_eq!(fs::metadata(&kept).unwrap().ino(), ino);
+
+        // A loosened bucket is tightened; a tampered copy is rewritten.
+        fs::set_permissions(sb.at(bucket), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(&kept, b"tampered").unwrap();
+        assert_eq!(
+            host.backup_content(bucket, b"old secret\n").unwrap(),
+            digest
+        );
+        assert_eq!(mode_owner(&sb.at(bucket)), (0o700, 0, 0));
+        assert_eq!(fs::read(&kept).unwrap(), b"old secret\n");
+        assert_eq!(mode_owner(&kept), (0o600, 0, 0));
+        assert_no_temp_files(&sb.at(bucket));
+        fs::remove_dir_all(sb.at("/var/lib/steward")).unwrap();
+    }
+    // A symlinked state directory is refused, and nothing lands behind it.
+    symlink(sb.etc(), sb.at("/var/lib/steward")).unwrap();
+    for host in sb.hosts() {
+        let err = host.backup_content(bucket, b"x").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                HostError::NotDirectory {
+                    kind: FileKind::Symlink,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        sb.assert_canary_intact();
+    }
+    let host = Host::new(sb.root()).unwrap();
+    for bad in ["/", "var/lib", "/var/../etc"] {
+        assert!(matches!(
+            host.backup_content(bad, b"x"),
+            Err(HostError::InvalidPath { .. })
+        ));
+    }
+}
+
+#[test]
+fn link_owner_is_set_on_the_link_never_its_target() {
+    let sb = Sandbox::new();
+    symlink(sb.canary(), sb.at("/home/u/link")).unwrap();
+    fs::write(sb.at("/home/u/file"), b"").unwrap();
+    for host in sb.hosts() {
+        host.set_link_owner("/home/u/link", UID, GID).unwrap();
+        assert_eq!(mode_owner(&sb.at("/home/u/link")).1, UID);
+        sb.assert_canary_intact();
+        let err = host.set_link_owner("/home/u/file", UID, GID).unwrap_err();
+        assert!(matches!(err, HostError::Raced { .. }), "{err:?}");
+        assert_eq!(mode_owner(&sb.at("/home/u/file")), (0o644, 0, 0));
+    }
 }

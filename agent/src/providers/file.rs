@@ -1,10 +1,638 @@
-//! The `file` provider (being built).
+//! The `file` provider: a regular file's content, mode and owner, written only through
+//! [`Host`](crate::host::Host) (fd-relative, no symlink followed, atomic replace).
+//!
+//! Observe ([`Host::observe_file`](crate::host::Host::observe_file)), then the pure [`scope`]
+//! and [`diff`], then apply; under noop nothing is written (nor backed up).
+//!
+//! - **What may be at the path**: nothing, or a regular file with a single link. A symlink,
+//!   FIFO, socket, device, directory or hardlinked file fails the resource with a message and
+//!   is never modified (THREATS F1, F2, F4); it is never opened for I/O, so a FIFO cannot block
+//!   the run.
+//! - **`replace: always`**: content, mode and owner converge.
+//! - **`replace: if_absent`**: the file is written only when missing. An existing file's
+//!   content is left alone, but its mode and owner are still enforced (DESIGN §4: "mode ...
+//!   enforced on existing files too"): a seeded `~/.claude.json` the user has since edited
+//!   keeps the user's content and stays `0600` and theirs.
+//! - **`replace: if_marked`**: an existing file is replaced only when it contains the marker
+//!   (e.g. a "managed by steward" header). One without it has been taken over by its user and
+//!   is left entirely alone (content, mode and owner), reported `unchanged`: it is not a
+//!   failure, and `skipped` is reserved for resources held back by the run. A file too large
+//!   to observe ([`MAX_OBSERVED_BYTES`]) counts as unmarked.
+//! - **Replacing**: an existing file is replaced only if it is still the object that was
+//!   observed (same inode, size, mtime, ctime) right before the rename
+//!   ([`Host::write_file_atomic_expecting`](crate::host::Host::write_file_atomic_expecting)),
+//!   so a user's edit made meanwhile (removing the marker, say) fails the resource instead of
+//!   being lost silently; the next run decides again.
+//! - **`backup`**: before content is replaced, the old content is kept in the agent's bucket
+//!   [`BUCKET`] under its SHA-256 (as Puppet's clientbucket:
+//!   [`Host::backup_content`](crate::host::Host::backup_content), `0600 root` in a `0700 root`
+//!   directory). A failed backup fails the resource and nothing is replaced. Old content of
+//!   sensitive files is kept too, but its digest is never reported.
+//! - **Sensitive content** (sealed) is opened only when the content is converged (not for an
+//!   existing `if_absent` or unmarked `if_marked` file), compared with the observed content in
+//!   memory and dropped (zeroed) when the resource is done, as is the observed old content. A
+//!   change is reported as "content changed (sensitive)": never bytes, never a digest.
+//! - **Diffs**: a unified diff for text content only, and only when the old content may be
+//!   shown: the file is created, or its old version was world-readable. A `0600` file (a
+//!   user's config holding a token) never has its old content copied into the server's
+//!   reports (THREATS K1); non-UTF-8 or very large content is not diffed either.
+//! - `corrective` is set when the file existed and differed (content, mode or owner).
 
-use steward_protocol::FileSpec;
+use std::fmt::Write as _;
+use std::io;
+
+use anyhow::Context as _;
+use steward_protocol::{FileContent, FileSpec, Mode, Replace, Secret};
+use zeroize::Zeroize;
 
 use crate::engine::{Context, Outcome};
+use crate::host::{FileState, HostError, Inode, Op, Overwrite, RegularFile, MAX_OBSERVED_BYTES};
+
+/// The agent's content-addressed store of replaced file content (beneath the root).
+pub const BUCKET: &str = "/var/lib/steward/bucket";
+
+/// Content larger than this (either side) is not diffed.
+const MAX_DIFF_INPUT: usize = 256 * 1024;
+
+/// A diff longer than this is cut.
+const MAX_DIFF_OUTPUT: usize = 64 * 1024;
+
+/// What the replacement policy lets this run converge for what is at the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Content, mode and owner.
+    All,
+    /// Mode and owner only; the content is left alone (`if_absent` on an existing file).
+    Attributes,
+    /// Nothing: the file is left alone (`if_marked` on a file without the marker).
+    Nothing,
+}
+
+/// The policy decision for an existing regular file (`None`: nothing there yet).
+pub fn scope(replace: &Replace, existing: Option<&RegularFile>) -> Scope {
+    let Some(existing) = existing else {
+        return Scope::All;
+    };
+    match replace {
+        Replace::Always => Scope::All,
+        Replace::IfAbsent => Scope::Attributes,
+        Replace::IfMarked { marker } => {
+            let marked = existing
+                .content
+                .as_deref()
+                .is_some_and(|content| contains(content, marker.as_bytes()));
+            if marked {
+                Scope::All
+            } else {
+                Scope::Nothing
+            }
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The wanted state, resolved for this run.
+#[derive(Debug, Clone, Copy)]
+pub struct Want<'a> {
+    /// The content, or `None` when the policy leaves the content alone.
+    pub content: Option<&'a [u8]>,
+    /// The content is sensitive: never shown, never digested in a report.
+    pub sensitive: bool,
+    /// Permission bits.
+    pub mode: Mode,
+    /// Owner uid.
+    pub uid: u32,
+    /// Group gid.
+    pub gid: u32,
+}
+
+/// One difference between the wanted and the observed file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing is there: the file is created (with the wanted content, mode and owner).
+    Create {
+        /// Unified diff from nothing, for text content.
+        diff: Option<String>,
+        /// The mode it gets.
+        mode: Mode,
+    },
+    /// The content differs and is replaced.
+    Content {
+        /// Unified diff, when the content may be shown (see the module doc).
+        diff: Option<String>,
+        /// Why there is no diff, when there is none.
+        hidden: Option<&'static str>,
+    },
+    /// The permission bits differ.
+    Mode {
+        /// Observed.
+        from: Mode,
+        /// Wanted.
+        to: Mode,
+    },
+    /// The owner differs.
+    Owner {
+        /// Observed uid.
+        from: u32,
+        /// Wanted uid.
+        to: u32,
+    },
+    /// The group differs.
+    Group {
+        /// Observed gid.
+        from: u32,
+        /// Wanted gid.
+        to: u32,
+    },
+}
+
+/// The changes that make `existing` (`None`: nothing at the path) the wanted file. Pure.
+/// Content is compared only when `want.content` is set; a file too large to observe differs.
+pub fn diff(path: &str, want: &Want<'_>, existing: Option<&RegularFile>) -> Vec<Change> {
+    let Some(existing) = existing else {
+        let diff = match want.content {
+            Some(new) if !want.sensitive => text_diff(path, b"", new, true),
+            _ => None,
+        };
+        return vec![Change::Create {
+            diff,
+            mode: want.mode,
+        }];
+    };
+    let mut changes = Vec::new();
+    if let Some(new) = want.content {
+        let old = existing.content.as_deref();
+        if old != Some(new) {
+            let (diff, hidden) = if want.sensitive {
+                (None, Some("sensitive"))
+            } else if existing.inode.mode.0 & 0o004 == 0 {
+                (None, Some("the previous content is not world-readable"))
+            } else {
+                match old {
+                    None => (None, Some("the previous content is too large to compare")),
+                    Some(old) => match text_diff(path, old, new, false) {
+                        Some(d) => (Some(d), None),
+                        None => (None, Some("binary or large content")),
+                    },
+                }
+            };
+            changes.push(Change::Content { diff, hidden });
+        }
+    }
+    changes.extend(attribute_changes(
+        &existing.inode,
+        want.mode,
+        want.uid,
+        want.gid,
+    ));
+    changes
+}
+
+/// Mode, owner and group differences of an existing object. Pure.
+pub fn attribute_changes(have: &Inode, mode: Mode, uid: u32, gid: u32) -> Vec<Change> {
+    let mut changes = Vec::new();
+    if have.mode != mode {
+        changes.push(Change::Mode {
+            from: have.mode,
+            to: mode,
+        });
+    }
+    if have.uid != uid {
+        changes.push(Change::Owner {
+            from: have.uid,
+            to: uid,
+        });
+    }
+    if have.gid != gid {
+        changes.push(Change::Group {
+            from: have.gid,
+            to: gid,
+        });
+    }
+    changes
+}
+
+/// A unified diff of two UTF-8 texts (`None` for binary or large ones), cut at
+/// [`MAX_DIFF_OUTPUT`].
+fn text_diff(path: &str, old: &[u8], new: &[u8], created: bool) -> Option<String> {
+    if old.len() > MAX_DIFF_INPUT || new.len() > MAX_DIFF_INPUT {
+        return None;
+    }
+    let old = std::str::from_utf8(old).ok()?;
+    let new = std::str::from_utf8(new).ok()?;
+    let diff = similar::TextDiff::from_lines(old, new);
+    let old_name = if created { "/dev/null" } else { path };
+    let mut text = diff
+        .unified_diff()
+        .context_radius(3)
+        .header(old_name, path)
+        .to_string();
+    if text.len() > MAX_DIFF_OUTPUT {
+        let mut cut = MAX_DIFF_OUTPUT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("\n... diff truncated\n");
+    }
+    Some(text)
+}
+
+/// Names for the wanted owner and group in messages.
+#[derive(Debug, Clone, Copy)]
+pub struct Names<'a> {
+    /// Wanted owner name.
+    pub owner: &'a str,
+    /// Wanted group name.
+    pub group: &'a str,
+}
+
+/// The report's message and diff for `changes`: the message lists every change in a few
+/// words; the diff is the content's unified diff when there is one, else the list of
+/// attribute changes. Never content of a sensitive file. Pure.
+pub fn describe(changes: &[Change], names: Names<'_>, noop: bool) -> (String, Option<String>) {
+    let mut parts = Vec::new();
+    let mut content_diff = None;
+    let mut fields = String::new();
+    for change in changes {
+        match change {
+            Change::Create { diff, mode } => {
+                let verb = if noop { "would create" } else { "created" };
+                parts.push(format!(
+                    "{verb} (mode {mode}, owner {}:{})",
+                    names.owner, names.group
+                ));
+                content_diff = diff.clone();
+            }
+            Change::Content { diff, hidden } => {
+                let verb = if noop {
+                    "content would change"
+                } else {
+                    "content changed"
+                };
+                parts.push(match hidden {
+                    Some(why) => format!("{verb} ({why})"),
+                    None => verb.to_string(),
+                });
+                content_diff = diff.clone();
+            }
+            Change::Mode { from, to } => {
+                parts.push(format!("mode {from} -> {to}"));
+                let _ = writeln!(fields, "mode: {from} -> {to}");
+            }
+            Change::Owner { from, to } => {
+                parts.push(format!("owner {from} -> {} ({to})", names.owner));
+                let _ = writeln!(fields, "owner: {from} -> {} ({to})", names.owner);
+            }
+            Change::Group { from, to } => {
+                parts.push(format!("group {from} -> {} ({to})", names.group));
+                let _ = writeln!(fields, "group: {from} -> {} ({to})", names.group);
+            }
+        }
+    }
+    let diff = content_diff.or((!fields.is_empty()).then_some(fields));
+    (parts.join(", "), diff)
+}
+
+/// Whether an observation failed only because a parent directory of the path does not exist
+/// (yet: under noop, the directory resource ordered before this one has not created it). The
+/// providers then treat the path as absent: noop reports what would be created, and a real
+/// run fails at the write, naming the missing parent.
+pub(crate) fn missing_parent(error: &HostError) -> bool {
+    matches!(error, HostError::Io { op: Op::Open, source, .. } if source.kind() == io::ErrorKind::NotFound)
+}
+
+/// The observed state, with its content zeroed on drop when the resource is sensitive.
+struct Observed {
+    state: FileState,
+    sensitive: bool,
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        if let (true, FileState::Regular(file)) = (self.sensitive, &mut self.state) {
+            if let Some(content) = &mut file.content {
+                content.zeroize();
+            }
+        }
+    }
+}
 
 /// Converges one `file` resource.
-pub fn apply(_spec: &FileSpec, _cx: &Context<'_>) -> anyhow::Result<Outcome> {
-    anyhow::bail!("the file provider is not built yet")
+pub fn apply(spec: &FileSpec, cx: &Context<'_>) -> anyhow::Result<Outcome> {
+    let path = spec.path.as_str();
+    let (uid, gid) = cx.ids(&spec.owner, &spec.group)?;
+    let sensitive = spec.content.is_sensitive();
+    let observed = Observed {
+        state: match cx.host.observe_file(path) {
+            Err(e) if missing_parent(&e) => FileState::Absent,
+            state => state?,
+        },
+        sensitive,
+    };
+    let existing = match &observed.state {
+        FileState::Absent => None,
+        FileState::Regular(file) if file.is_hardlinked() => anyhow::bail!(
+            "refusing to manage {path}: it has {} hard links (it may be another file's \
+             name); remove the extra links",
+            file.inode.nlink
+        ),
+        FileState::Regular(file) => Some(file),
+        FileState::Other { kind, .. } => anyhow::bail!(
+            "refusing to manage {path}: it is a {kind}, not a regular file; remove it to let \
+             the agent create the file"
+        ),
+    };
+    let scope = scope(&spec.replace, existing);
+    if scope == Scope::Nothing {
+        return Ok(Outcome::Unchanged);
+    }
+    // Opened only when the content is converged; zeroed when `opened` drops.
+    let opened: Secret;
+    let content = match (scope, &spec.content) {
+        (Scope::All, FileContent::Text(text)) => Some(text.as_bytes()),
+        (Scope::All, FileContent::Sealed(sealed)) => {
+            opened = cx
+                .open_sealed(sealed)
+                .with_context(|| format!("content of {path}"))?;
+            Some(opened.expose().as_bytes())
+        }
+        (Scope::All, FileContent::Secret(secret)) => Some(secret.expose().as_bytes()),
+        _ => None,
+    };
+    let want = Want {
+        content,
+        sensitive,
+        mode: spec.mode,
+        uid,
+        gid,
+    };
+    let changes = diff(path, &want, existing);
+    if changes.is_empty() {
+        return Ok(Outcome::Unchanged);
+    }
+    let names = Names {
+        owner: &spec.owner,
+        group: &spec.group,
+    };
+    let (mut message, diff) = describe(&changes, names, cx.noop);
+    let outcome = |message| Outcome::Changed {
+        message,
+        diff,
+        corrective: existing.is_some(),
+    };
+    if cx.noop {
+        return Ok(outcome(message));
+    }
+    let replaces_content = changes.iter().any(|c| matches!(c, Change::Content { .. }));
+    match (existing, content) {
+        (None, Some(bytes)) => {
+            cx.host
+                .write_file_atomic_with(path, bytes, spec.mode, uid, gid, Overwrite::Never)
+                .with_context(|| format!("creating {path}"))?;
+        }
+        (Some(file), Some(bytes)) if replaces_content => {
+            if spec.backup {
+                let old = file.content.as_deref().with_context(|| {
+                    format!(
+                        "cannot back up {path}: it is larger than {MAX_OBSERVED_BYTES} bytes; \
+                         nothing was replaced"
+                    )
+                })?;
+                let digest = cx
+                    .host
+                    .backup_content(BUCKET, old)
+                    .with_context(|| format!("backing up {path}; nothing was replaced"))?;
+                if sensitive {
+                    message.push_str(", previous content kept in the bucket");
+                } else {
+                    let _ = write!(message, ", previous content kept as {BUCKET}/{digest}");
+                }
+            }
+            cx.host.write_file_atomic_expecting(
+                path,
+                bytes,
+                spec.mode,
+                uid,
+                gid,
+                Overwrite::RegularOnly,
+                Some(file.inode.identity()),
+            )?;
+        }
+        (Some(_), _) => cx.host.set_mode_owner(path, spec.mode, uid, gid)?,
+        (None, None) => unreachable!("an absent file is always in scope"),
+    }
+    Ok(outcome(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inode(mode: u32, uid: u32, gid: u32) -> Inode {
+        Inode {
+            mode: Mode(mode),
+            uid,
+            gid,
+            nlink: 1,
+            dev: 1,
+            ino: 2,
+            size: 0,
+            mtime_sec: 0,
+            mtime_nsec: 0,
+            ctime_sec: 0,
+            ctime_nsec: 0,
+        }
+    }
+
+    fn file(content: Option<&[u8]>, mode: u32, uid: u32, gid: u32) -> RegularFile {
+        RegularFile {
+            content: content.map(<[u8]>::to_vec),
+            inode: inode(mode, uid, gid),
+        }
+    }
+
+    fn want(content: Option<&[u8]>) -> Want<'_> {
+        Want {
+            content,
+            sensitive: false,
+            mode: Mode(0o644),
+            uid: 1000,
+            gid: 1000,
+        }
+    }
+
+    const NAMES: Names<'static> = Names {
+        owner: "alice",
+        group: "staff",
+    };
+
+    #[test]
+    fn policies_decide_what_is_converged() {
+        let marked = file(Some(b"# managed by steward\nx=1\n"), 0o644, 0, 0);
+        let unmarked = file(Some(b"x=2\n"), 0o644, 0, 0);
+        let huge = file(None, 0o644, 0, 0);
+        let if_marked = Replace::IfMarked {
+            marker: "managed by steward".into(),
+        };
+        for replace in [Replace::Always, Replace::IfAbsent, if_marked.clone()] {
+            assert_eq!(scope(&replace, None), Scope::All, "{replace:?}");
+        }
+        assert_eq!(scope(&Replace::Always, Some(&unmarked)), Scope::All);
+        assert_eq!(scope(&Replace::IfAbsent, Some(&marked)), Scope::Attributes);
+        assert_eq!(scope(&if_marked, Some(&marked)), Scope::All);
+        assert_eq!(scope(&if_marked, Some(&unmarked)), Scope::Nothing);
+        assert_eq!(scope(&if_marked, Some(&huge)), Scope::Nothing);
+        let empty = Replace::IfMarked {
+            marker: String::new(),
+        };
+        assert_eq!(scope(&empty, Some(&unmarked)), Scope::All);
+    }
+
+    #[test]
+    fn identical_file_has_no_changes() {
+        let have = file(Some(b"same\n"), 0o644, 1000, 1000);
+        assert_eq!(diff("/etc/x", &want(Some(b"same\n")), Some(&have)), vec![]);
+        // Content not managed (if_absent): only attributes count.
+        let other = file(Some(b"theirs\n"), 0o644, 1000, 1000);
+        assert_eq!(diff("/etc/x", &want(None), Some(&other)), vec![]);
+    }
+
+    #[test]
+    fn text_content_change_has_a_unified_diff() {
+        let have = file(Some(b"a\nb\nc\n"), 0o644, 1000, 1000);
+        let changes = diff("/etc/x", &want(Some(b"a\nB\nc\n")), Some(&have));
+        let [Change::Content {
+            diff: Some(d),
+            hidden: None,
+        }] = changes.as_slice()
+        else {
+            panic!("{changes:?}");
+        };
+        assert_eq!(
+            d,
+            "--- /etc/x\n+++ /etc/x\n@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n"
+        );
+        let (message, report_diff) = describe(&changes, NAMES, false);
+        assert_eq!(message, "content changed");
+        assert_eq!(report_diff.as_deref(), Some(d.as_str()));
+        assert_eq!(describe(&changes, NAMES, true).0, "content would change");
+    }
+
+    #[test]
+    fn creation_diffs_from_nothing_and_reports_no_attribute_changes() {
+        let changes = diff("/etc/motd", &want(Some(b"hello\n")), None);
+        assert_eq!(
+            changes,
+            vec![Change::Create {
+                diff: Some("--- /dev/null\n+++ /etc/motd\n@@ -0,0 +1 @@\n+hello\n".into()),
+                mode: Mode(0o644),
+            }]
+        );
+        assert_eq!(
+            describe(&changes, NAMES, false).0,
+            "created (mode 0644, owner alice:staff)"
+        );
+        assert_eq!(
+            describe(&changes, NAMES, true).0,
+            "would create (mode 0644, owner alice:staff)"
+        );
+    }
+
+    #[test]
+    fn attribute_drift_is_listed_as_fields() {
+        let have = file(Some(b"same\n"), 0o666, 0, 1000);
+        let changes = diff("/etc/x", &want(Some(b"same\n")), Some(&have));
+        assert_eq!(
+            changes,
+            vec![
+                Change::Mode {
+                    from: Mode(0o666),
+                    to: Mode(0o644)
+                },
+                Change::Owner { from: 0, to: 1000 },
+            ]
+        );
+        let (message, fields) = describe(&changes, NAMES, false);
+        assert_eq!(message, "mode 0666 -> 0644, owner 0 -> alice (1000)");
+        assert_eq!(
+            fields.as_deref(),
+            Some("mode: 0666 -> 0644\nowner: 0 -> alice (1000)\n")
+        );
+        let group = diff(
+            "/etc/x",
+            &want(Some(b"same\n")),
+            Some(&file(Some(b"same\n"), 0o644, 1000, 0)),
+        );
+        assert_eq!(group, vec![Change::Group { from: 0, to: 1000 }]);
+        assert_eq!(describe(&group, NAMES, false).0, "group 0 -> staff (1000)");
+    }
+
+    #[test]
+    fn sensitive_content_is_never_shown() {
+        let secret = b"token=CANARY-1234\n";
+        let have = file(Some(b"token=OLD-CANARY\n"), 0o644, 1000, 1000);
+        let sensitive = Want {
+            sensitive: true,
+            ..want(Some(secret))
+        };
+        for changes in [
+            diff("/home/a/.token", &sensitive, Some(&have)),
+            diff("/home/a/.token", &sensitive, None),
+        ] {
+            let (message, d) = describe(&changes, NAMES, false);
+            let all = format!("{changes:?} {message} {d:?}");
+            assert!(!all.contains("CANARY"), "{all}");
+        }
+        let changes = diff("/home/a/.token", &sensitive, Some(&have));
+        assert_eq!(
+            describe(&changes, NAMES, false),
+            ("content changed (sensitive)".to_string(), None)
+        );
+    }
+
+    #[test]
+    fn old_content_of_a_private_file_is_not_diffed() {
+        let have = file(Some(b"oauth=USER-TOKEN\n"), 0o600, 1000, 1000);
+        let changes = diff(
+            "/home/a/.cfg",
+            &Want {
+                mode: Mode(0o600),
+                ..want(Some(b"x\n"))
+            },
+            Some(&have),
+        );
+        let (message, d) = describe(&changes, NAMES, false);
+        assert_eq!(
+            message,
+            "content changed (the previous content is not world-readable)"
+        );
+        assert_eq!(d, None);
+    }
+
+    #[test]
+    fn binary_and_oversized_content_is_not_diffed() {
+        let binary = file(Some(&[0xff, 0xfe, 0]), 0o644, 1000, 1000);
+        let changes = diff("/x", &want(Some(b"text\n")), Some(&binary));
+        assert_eq!(
+            changes,
+            vec![Change::Content {
+                diff: None,
+                hidden: Some("binary or large content")
+            }]
+        );
+        let huge = file(None, 0o644, 1000, 1000);
+        let changes = diff("/x", &want(Some(b"text\n")), Some(&huge));
+        assert!(
+            matches!(&changes[..], [Change::Content { diff: None, hidden: Some(h) }] if h.contains("too large")),
+            "{changes:?}"
+        );
+        let long: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+        let d = text_diff("/x", b"", long.as_bytes(), true).unwrap();
+        assert!(d.len() <= MAX_DIFF_OUTPUT + 30, "{}", d.len());
+        assert!(d.ends_with("... diff truncated\n"));
+    }
 }
