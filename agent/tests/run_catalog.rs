@@ -91,8 +91,13 @@ fn serial_now() -> u64 {
     u64::try_from(now()).unwrap() * 1000
 }
 
+/// stderr and stdout (the JSON report), for assertion messages.
 fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    )
 }
 
 #[test]
