@@ -171,3 +171,99 @@ fn an_agent_enrolls_converges_reports_and_survives_a_server_outage() {
     assert!(grep_dir(&server.data_dir, &canary).is_empty());
     assert!(!server.log_text().contains(&canary));
 }
+
+/// Polls `check` every 100 ms until it holds or `secs` pass; returns whether it held.
+fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    check()
+}
+
+#[test]
+fn a_daemon_runs_at_start_on_run_now_and_on_a_site_change_then_stops_on_sigterm() {
+    let t = tempfile::tempdir().unwrap();
+    let (site, vault, _canary) = lab_site(t.path());
+    let server = ServerProcess::start(t.path(), &site, &vault);
+    let join = server.join_string(&["--auto-approve", "--class", "lab", "--hostname", "lab-*"]);
+    let root = sandbox_root(t.path());
+    let agent = AgentProcess::new(t.path(), &join, &server, &root);
+
+    // A fresh host with only a join string enrolls by itself and runs at start.
+    let log = std::fs::File::create(t.path().join("agent.log")).unwrap();
+    let mut daemon = std::process::Command::new(steward_tests::bin("steward-agent"))
+        .arg("--config")
+        .arg(&agent.config)
+        .args(["daemon", "--root", root.to_str().unwrap()])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let agent_log = || std::fs::read_to_string(t.path().join("agent.log")).unwrap_or_default();
+    assert!(
+        eventually(60, || runs_of_quiet(&server, "lab-1") >= 1),
+        "no first run: {}",
+        agent_log()
+    );
+    assert!(root.join("srv/lab/motd").exists());
+
+    // An admin's run-now wakes it through the long-poll (interval is an hour).
+    server.admin_post("/api/v1/nodes/lab-1/run-now");
+    assert!(
+        eventually(30, || runs_of_quiet(&server, "lab-1") >= 2),
+        "run-now did not reach the daemon: {}",
+        agent_log()
+    );
+
+    // A site change reaches it within seconds too.
+    let site_yaml = std::fs::read_to_string(site.join("site.yaml")).unwrap();
+    std::fs::write(
+        site.join("site.yaml"),
+        site_yaml.replace(
+            "    - file:\n        path: /srv/lab/motd",
+            "    - file: { path: /srv/lab/added, content: \"new\\n\" }\n    - file:\n        path: /srv/lab/motd",
+        ),
+    )
+    .unwrap();
+    assert!(
+        eventually(30, || root.join("srv/lab/added").exists()),
+        "the site change did not reach the daemon: {}",
+        agent_log()
+    );
+
+    // SIGTERM: it stops promptly and cleanly.
+    std::process::Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    let stopped = eventually(10, || daemon.try_wait().unwrap().is_some());
+    if !stopped {
+        let _ = daemon.kill();
+    }
+    assert!(
+        stopped,
+        "the daemon did not stop on SIGTERM: {}",
+        agent_log()
+    );
+    assert!(daemon.wait().unwrap().success());
+}
+
+fn runs_of_quiet(server: &ServerProcess, node: &str) -> usize {
+    let r = server
+        .http()
+        .get(format!("{}/api/v1/runs?node={node}", server.url))
+        .bearer_auth(&server.admin_token)
+        .send();
+    match r.and_then(|r| r.json::<serde_json::Value>()) {
+        Ok(v) => v
+            .get("runs")
+            .and_then(|r| r.as_array())
+            .or_else(|| v.as_array())
+            .map_or(0, Vec::len),
+        Err(_) => 0,
+    }
+}
