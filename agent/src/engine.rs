@@ -155,6 +155,34 @@ impl<'a> Context<'a> {
         Ok((uid, gid))
     }
 
+    /// [`Context::ids`] for a resource at `path`, refusing (THREATS F6) when `path` lies in the
+    /// owner's home and that home is not a real directory owned by them: a home that is a
+    /// symlink (to `/`, say) or that belongs to someone else is not the user's to receive files.
+    pub fn ids_for_path(&self, path: &str, owner: &str, group: &str) -> anyhow::Result<(u32, u32)> {
+        let ids = self.ids(owner, group)?;
+        let home = self
+            .accounts()?
+            .user(owner)
+            .filter(|u| u.uid != 0 && u.home != "/" && is_under(path, &u.home))
+            .map(|u| (u.home.clone(), u.uid));
+        if let Some((home, uid)) = home {
+            match self.host.observe_dir(&home) {
+                Ok(crate::host::DirState::Directory(inode)) if inode.uid != uid => anyhow::bail!(
+                    "refusing to manage {path}: the home {home} of {owner} is owned by uid {}, not by {owner}",
+                    inode.uid
+                ),
+                Ok(crate::host::DirState::Other(kind)) => anyhow::bail!(
+                    "refusing to manage {path}: the home {home} of {owner} is a {kind}, not a directory"
+                ),
+                Err(crate::host::HostError::SymlinkInPath { .. }) => anyhow::bail!(
+                    "refusing to manage {path}: the path to the home {home} of {owner} goes through a symlink"
+                ),
+                _ => {}
+            }
+        }
+        Ok(ids)
+    }
+
     /// Opens sensitive content sealed to this node. Call only at write time; never log,
     /// diff or store the result.
     pub fn open_sealed(&self, sealed: &SealedValue) -> anyhow::Result<Secret> {

@@ -897,3 +897,53 @@ fn f4_fifo_target_is_refused_without_blocking() {
     assert!(m.file_type().is_fifo());
     assert_eq!((m.mode() & 0o7777, m.uid()), (0o644, f.alice.0));
 }
+
+#[test]
+fn f6_a_home_that_is_a_symlink_or_owned_by_someone_else_receives_nothing() {
+    let f = Fixture::new();
+    let home = f.root.path("/home/alice");
+    let specs = [
+        file("/home/alice/.managed", "x\n", 0o644, Replace::Always),
+        directory("/home/alice/.config", 0o755),
+        symlink(
+            "/home/alice/.link",
+            "/etc/hostname",
+            SymlinkReplace::IfAbsent,
+        ),
+    ];
+
+    // The home belongs to root: nothing of alice's is managed in it.
+    fs::remove_dir_all(&home).unwrap();
+    fs::create_dir(&home).unwrap();
+    for spec in &specs {
+        let message = failed(f.apply(spec));
+        assert!(
+            message.contains("is owned by uid 0, not by alice"),
+            "{message}"
+        );
+    }
+    assert_eq!(fs::read_dir(&home).unwrap().count(), 0, "nothing written");
+
+    // The home is a symlink to /: refused, nothing lands in the real /.
+    fs::remove_dir(&home).unwrap();
+    std::os::unix::fs::symlink("/", &home).unwrap();
+    for spec in &specs {
+        let message = failed(f.apply(spec));
+        assert!(message.contains("refusing to manage"), "{message}");
+        assert!(message.contains("/home/alice"), "{message}");
+    }
+    for name in [".managed", ".config", ".link"] {
+        assert!(
+            fs::symlink_metadata(f.root.path(&format!("/{name}"))).is_err(),
+            "{name} written through the symlinked home"
+        );
+    }
+
+    // A real home owned by alice works.
+    fs::remove_file(&home).unwrap();
+    fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(f.alice.0), Some(f.alice.1)).unwrap();
+    for spec in &specs {
+        changed(f.apply(spec));
+    }
+}

@@ -299,3 +299,99 @@ fn a_second_run_waits_for_the_lock_then_gives_up_with_exit_1() {
         stderr(&out)
     );
 }
+
+#[test]
+fn f10_k4_modes_are_exact_under_umask_000_and_the_state_is_private() {
+    let sb = Sandbox::new();
+    let bytes = sign(&catalog(
+        "devvm",
+        serial_now(),
+        vec![marker_dir("/srv/app")],
+    ));
+    let file = sb.work.join("catalog.json");
+    std::fs::write(&file, bytes).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 000; exec {} --config {} --state-dir {} run --catalog {} --trust {} --node devvm --root {}",
+            support::agent_binary().display(),
+            sb.work.join("agent.toml").display(),
+            sb.state.display(),
+            file.display(),
+            trust(),
+            sb.root.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let mode = |p: &std::path::Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+            & 0o7777
+    };
+    assert_eq!(mode(&sb.root.join("srv/app")), 0o750);
+    // K4: the state directory and everything in it are root-only.
+    for dir in ["", "keys", "spool"] {
+        assert_eq!(mode(&sb.state.join(dir)), 0o700, "{dir}");
+    }
+    for f in [
+        "accepted.json",
+        "last_run_summary.json",
+        "keys/signing.key",
+        "keys/encryption.key",
+        "run.lock",
+    ] {
+        assert_eq!(mode(&sb.state.join(f)), 0o600, "{f}");
+    }
+}
+
+#[test]
+fn r11_a_lock_held_by_a_killed_process_is_released_by_the_kernel() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(&sb.state).unwrap();
+    // A process holding the run lock (as a crashed run would), killed with SIGKILL.
+    // `--no-fork`: flock execs `sleep` itself, so the killed process is the lock holder.
+    let mut holder = Command::new("flock")
+        .arg("--no-fork")
+        .arg(sb.state.join("run.lock"))
+        .args(["sleep", "60"])
+        .spawn()
+        .unwrap();
+    let state = steward_agent::state::StateDir::open(&sb.state).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while state.lock(std::time::Duration::ZERO).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flock never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let bytes = sign(&catalog("devvm", serial_now(), vec![]));
+    let (out, report) = sb.run(&bytes, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report.unwrap().status, RunStatus::Unchanged);
+}
+
+#[test]
+fn r12_a_run_past_its_time_limit_starts_nothing_more_and_says_why() {
+    let sb = Sandbox::new();
+    std::fs::write(sb.work.join("agent.toml"), "run_timeout_secs = 0\n").unwrap();
+    let bytes = sign(&catalog(
+        "devvm",
+        serial_now(),
+        vec![marker_dir("/srv/a"), marker_dir("/srv/b")],
+    ));
+    let (out, report) = sb.run(&bytes, &[]);
+    let report = report.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report.totals.skipped, 2);
+    for e in &report.events {
+        assert_eq!(
+            e.message.as_deref(),
+            Some("the run exceeded its time limit"),
+            "{e:?}"
+        );
+    }
+    assert!(!sb.root.join("srv/a").exists());
+}

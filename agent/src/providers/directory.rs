@@ -50,7 +50,7 @@ pub fn plan(spec: &DirectorySpec, uid: u32, gid: u32, have: &DirState) -> Result
 
 /// Converges one `directory` resource.
 pub fn apply(spec: &DirectorySpec, cx: &Context<'_>) -> anyhow::Result<Outcome> {
-    let (uid, gid) = cx.ids(&spec.owner, &spec.group)?;
+    let (uid, gid) = cx.ids_for_path(&spec.path, &spec.owner, &spec.group)?;
     let have = match cx.host.observe_dir(&spec.path) {
         Err(e) if missing_parent(&e) => DirState::Absent,
         have => have?,

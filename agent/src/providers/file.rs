@@ -324,7 +324,7 @@ impl Drop for Observed {
 /// Converges one `file` resource.
 pub fn apply(spec: &FileSpec, cx: &Context<'_>) -> anyhow::Result<Outcome> {
     let path = spec.path.as_str();
-    let (uid, gid) = cx.ids(&spec.owner, &spec.group)?;
+    let (uid, gid) = cx.ids_for_path(path, &spec.owner, &spec.group)?;
     let sensitive = spec.content.is_sensitive();
     let observed = Observed {
         state: match cx.host.observe_file(path) {

@@ -78,7 +78,7 @@ fn display(target: &Path) -> String {
 
 /// Converges one `symlink` resource.
 pub fn apply(spec: &SymlinkSpec, cx: &Context<'_>) -> anyhow::Result<Outcome> {
-    let (uid, gid) = cx.ids(&spec.owner, &spec.group)?;
+    let (uid, gid) = cx.ids_for_path(&spec.path, &spec.owner, &spec.group)?;
     let have = match cx.host.read_link(&spec.path) {
         Err(e) if missing_parent(&e) => LinkState::Absent,
         have => have?,
