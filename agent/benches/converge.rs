@@ -160,9 +160,32 @@ fn timed(root: &Root, cmd: &str) -> f64 {
     let out = root.run_ok(&[
         "sh",
         "-c",
-        &format!("s=$(date +%s%N); {cmd} >/dev/null 2>/tmp/bench.err || code=$?; e=$(date +%s%N); case ${{code:-0}} in 0|2) ;; *) cat /tmp/bench.err >&2; exit 1;; esac; echo $(( (e - s) / 1000 ))"),
+        &format!("s=$(date +%s%N); {{ {cmd}; }} >/dev/null 2>/tmp/bench.err || code=$?; e=$(date +%s%N); case ${{code:-0}} in 0|2) ;; *) cat /tmp/bench.err >&2; exit 1;; esac; echo $(( (e - s) / 1000 ))"),
     ]);
     out.trim().parse::<f64>().expect("microseconds") / 1000.0
+}
+
+/// Time per resource type in the run report at `/root/first.json`.
+fn by_kind(root: &Root) -> String {
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.path("/root/first.json")).unwrap())
+            .expect("run report");
+    let mut kinds: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for e in report["events"].as_array().unwrap() {
+        let kind = e["resource"].as_str().unwrap().split(':').next().unwrap();
+        let slot = kinds.entry(kind.to_string()).or_default();
+        slot.0 += 1;
+        slot.1 += e["duration_ms"].as_u64().unwrap();
+    }
+    let parts: Vec<String> = kinds
+        .iter()
+        .map(|(k, (n, ms))| format!("{k} {n}x {ms} ms"))
+        .collect();
+    format!(
+        "{} (run total {} ms)",
+        parts.join(", "),
+        report["duration_ms"]
+    )
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -188,8 +211,11 @@ fn main() {
         agent_root.install_agent();
         agent_root.write("/root/catalog.json", &envelope);
         agent_root.write("/etc/steward/bench.toml", b"# defaults\n");
-        let first = timed(&agent_root, &run);
+        let first = timed(&agent_root, &format!("{run} --json > /root/first.json"));
+        let first_kinds = by_kind(&agent_root);
         let converged: Vec<f64> = (0..10).map(|_| timed(&agent_root, &run)).collect();
+        timed(&agent_root, &format!("{run} --json > /root/first.json"));
+        let converged_kinds = by_kind(&agent_root);
         let trivial: Vec<f64> = (0..10)
             .map(|_| timed(&agent_root, "/usr/local/bin/steward-agent --version"))
             .collect();
@@ -220,6 +246,8 @@ fn main() {
             "  first run:     agent {first:8.1} ms | shell script {shell:8.1} ms | ratio {:.2}x (target <= 1.5x)",
             first / shell
         );
+        println!("  first run by type:     {first_kinds}");
+        println!("  converged run by type: {converged_kinds}");
         println!(
             "  converged run: agent {converged_ms:8.1} ms (median of 10; target <= 25 ms for N=50) | `steward-agent --version` {trivial_ms:6.1} ms | ratio {:.1}x",
             converged_ms / trivial_ms

@@ -3,8 +3,9 @@
 //!
 //! Every provider that shells out goes through [`run`], so the rules hold everywhere: argv only
 //! (nothing is ever interpolated into a shell line), `stdin` closed, the environment reduced to
-//! a fixed `PATH` and `LC_ALL=C` plus what the caller sets explicitly, and a child that outlives
-//! its timeout is killed (with its process group) and reported.
+//! a fixed `PATH` and `LC_ALL=C` plus what the caller sets explicitly, umask 022 (not the
+//! agent's own 077), and a child that outlives its timeout is killed (with its process group)
+//! and reported.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -13,6 +14,9 @@ use std::time::{Duration, Instant};
 
 /// `PATH` for every child process.
 pub const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Serializes the umask switch around spawns.
+static UMASK_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Most output kept per stream; the rest is dropped (a report must stay small).
 const MAX_CAPTURE: usize = 64 * 1024;
@@ -91,7 +95,20 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output, CommandError>
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let mut child = cmd.spawn().map_err(|source| CommandError::Spawn {
+    // The agent runs with umask 077 (its own files are private); the tools it runs get the
+    // conventional 022, so what apt, useradd, systemctl or git create looks as they intend.
+    // umask is per process: it is set around the spawn only, under a lock so that concurrent
+    // spawns (tests, a future parallel engine) cannot restore each other's values.
+    let spawned = {
+        let _guard = UMASK_LOCK
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let own = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+        let spawned = cmd.spawn();
+        rustix::process::umask(own);
+        spawned
+    };
+    let mut child = spawned.map_err(|source| CommandError::Spawn {
         program: program.clone(),
         source,
     })?;
@@ -200,6 +217,18 @@ mod tests {
         // The pipes closed, so the grandchild `sleep` was killed too (else the readers would
         // have waited for it).
         assert!(started.elapsed() < Duration::from_secs(20));
+    }
+
+    #[test]
+    fn children_get_umask_022_whatever_the_agents_own() {
+        let own = {
+            let _guard = UMASK_LOCK.lock().unwrap();
+            rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077))
+        };
+        let out = run(command("sh").args(["-c", "umask"]), Duration::from_secs(10)).unwrap();
+        let _guard = UMASK_LOCK.lock().unwrap();
+        rustix::process::umask(own);
+        assert_eq!(out.stdout.trim(), "0022");
     }
 
     #[test]

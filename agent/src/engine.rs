@@ -3,7 +3,8 @@
 //!
 //! - **Order**: a topological sort of the explicit `requires` edges plus implicit ones (a
 //!   group before the users and files that name it; a user before everything it owns, runs as,
-//!   or that lies under its home; a directory before everything beneath it). Ties keep the
+//!   or that lies under its home; a directory before everything beneath it; what a service
+//!   subscribes to before the service). Ties keep the
 //!   compiler's order, so runs are deterministic.
 //! - **Failure isolation**: a failed resource skips its dependents (explicit and implicit,
 //!   transitively), reported `skipped` with the reason, and nothing else.
@@ -338,6 +339,11 @@ fn implicit_edges(resources: &[Resource]) -> Prerequisites {
     let mut users: HashMap<&str, usize> = HashMap::new();
     let mut homes: Vec<(&str, usize)> = Vec::new();
     let mut dirs: HashMap<&str, usize> = HashMap::new();
+    let ids: HashMap<&ResourceId, usize> = resources
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (&r.id, i))
+        .collect();
     for (i, r) in resources.iter().enumerate() {
         match &r.spec {
             ResourceSpec::Group(g) => {
@@ -367,6 +373,8 @@ fn implicit_edges(resources: &[Resource]) -> Prerequisites {
                 ResourceSpec::Exec(e) => (e.user.as_deref().into_iter().collect(), vec![]),
                 _ => (vec![], vec![]),
             };
+            // A service comes after what it subscribes to, so a change there can restart it.
+            before.extend(subscribes(&r.spec).iter().filter_map(|id| ids.get(id)));
             before.extend(owners.iter().filter_map(|o| users.get(o)));
             before.extend(group_names.iter().filter_map(|g| groups.get(g)));
             for path in r.spec.paths() {
@@ -424,4 +432,125 @@ fn topological(n: usize, before: &Prerequisites) -> Option<Graph> {
         sequence,
         dependents,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use steward_protocol::{
+        DirectorySpec, FileContent, FileSpec, GroupSpec, Mode, Replace, ServiceSpec, ServiceState,
+        UserEnsure, UserSpec,
+    };
+
+    fn file(path: &str, owner: &str) -> Resource {
+        Resource::new(ResourceSpec::File(FileSpec {
+            path: path.into(),
+            owner: owner.into(),
+            group: owner.into(),
+            mode: Mode(0o644),
+            content: FileContent::Text(String::new()),
+            replace: Replace::Always,
+            backup: false,
+        }))
+    }
+
+    fn dir(path: &str) -> Resource {
+        Resource::new(ResourceSpec::Directory(DirectorySpec {
+            path: path.into(),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: Mode(0o755),
+        }))
+    }
+
+    fn user(name: &str, groups: &[&str]) -> Resource {
+        Resource::new(ResourceSpec::User(UserSpec {
+            name: name.into(),
+            uid: None,
+            shell: "/bin/bash".into(),
+            home: format!("/home/{name}"),
+            home_mode: Mode(0o700),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            comment: None,
+            lock_at_creation: true,
+            ensure: UserEnsure::Present,
+        }))
+    }
+
+    fn group(name: &str) -> Resource {
+        Resource::new(ResourceSpec::Group(GroupSpec {
+            name: name.into(),
+            gid: None,
+            system: false,
+        }))
+    }
+
+    fn service(name: &str, subscribes: &[&Resource]) -> Resource {
+        Resource::new(ResourceSpec::Service(ServiceSpec {
+            name: name.into(),
+            enable: true,
+            ensure: ServiceState::Running,
+            subscribes: subscribes.iter().map(|r| r.id.clone()).collect(),
+        }))
+    }
+
+    fn order(resources: &[Resource]) -> Vec<&str> {
+        Graph::build(resources)
+            .sequence
+            .iter()
+            .map(|&i| resources[i].id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn implicit_edges_put_groups_users_parents_and_subscriptions_first() {
+        let unit_file = file("/etc/systemd/system/t3.service", "root");
+        let resources = vec![
+            service("t3.service", &[&unit_file]),
+            file("/home/emo/.config/app/x.json", "emo"),
+            dir("/home/emo/.config/app"),
+            dir("/home/emo/.config"),
+            user("emo", &["devs"]),
+            group("devs"),
+            unit_file.clone(),
+        ];
+        let seq = order(&resources);
+        let pos = |id: &str| seq.iter().position(|s| *s == id).unwrap();
+        assert!(pos("group:devs") < pos("user:emo"));
+        assert!(pos("user:emo") < pos("directory:/home/emo/.config"));
+        assert!(pos("directory:/home/emo/.config") < pos("directory:/home/emo/.config/app"));
+        assert!(pos("directory:/home/emo/.config/app") < pos("file:/home/emo/.config/app/x.json"));
+        assert!(pos("file:/etc/systemd/system/t3.service") < pos("service:t3.service"));
+    }
+
+    #[test]
+    fn ties_keep_the_catalog_order_and_explicit_edges_win_over_a_contrary_implicit_one() {
+        let a = dir("/srv/a");
+        let b = dir("/srv/b");
+        assert_eq!(
+            order(&[a.clone(), b.clone()]),
+            ["directory:/srv/a", "directory:/srv/b"]
+        );
+        // The parent explicitly requires its child: the implicit parent-first edge would close a
+        // cycle, so only the explicit edges are used.
+        let child = dir("/srv/p/c");
+        let parent = dir("/srv/p").requiring(child.id.clone());
+        assert_eq!(
+            order(&[parent, child]),
+            ["directory:/srv/p/c", "directory:/srv/p"]
+        );
+    }
+
+    #[test]
+    fn dependents_are_transitive_through_implicit_edges() {
+        let resources = vec![
+            user("emo", &[]),
+            dir("/home/emo/code"),
+            file("/home/emo/code/x", "emo"),
+        ];
+        let graph = Graph::build(&resources);
+        // user:emo → directory → file.
+        assert!(graph.dependents[0].contains(&1));
+        assert!(graph.dependents[1].contains(&2));
+    }
 }
