@@ -20,9 +20,26 @@ pub fn harness() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../harness")
 }
 
-/// The agent binary under test.
+/// The agent binary under test: cargo's for the agent's own tests, else the one
+/// `cargo test --workspace` built next to the test executable (the e2e crate).
 pub fn agent_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_steward-agent"))
+    match option_env!("CARGO_BIN_EXE_steward-agent") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let exe = std::env::current_exe().expect("test executable");
+            let path = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("target dir")
+                .join("steward-agent");
+            assert!(
+                path.exists(),
+                "{} is missing: run `cargo test --workspace`",
+                path.display()
+            );
+            path
+        }
+    }
 }
 
 fn script(name: &str, args: &[&str]) -> Output {
