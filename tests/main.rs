@@ -267,3 +267,67 @@ fn runs_of_quiet(server: &ServerProcess, node: &str) -> usize {
         Err(_) => 0,
     }
 }
+
+#[test]
+fn enrollment_refuses_a_server_whose_root_key_is_not_the_pinned_one() {
+    let t = tempfile::tempdir().unwrap();
+    let (site, vault, _) = lab_site(t.path());
+    let server = ServerProcess::start(t.path(), &site, &vault);
+    let join = server.join_string(&["--auto-approve", "--class", "lab", "--hostname", "lab-*"]);
+    // Same server and token, another pinned fingerprint (as if the URL led to an impostor).
+    let mut parts: Vec<String> = join.split(':').map(str::to_string).collect();
+    parts[3] = "ab".repeat(32);
+    let forged = parts.join(":");
+    let root = sandbox_root(t.path());
+    let agent = AgentProcess::new(t.path(), &forged, &server, &root);
+    let out = agent.cmd(&["enroll", "--root", root.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("is not the one pinned in the join string"),
+        "{stderr}"
+    );
+    assert!(
+        !agent.state_dir.join("identity.json").exists(),
+        "nothing trusted"
+    );
+}
+
+#[test]
+fn a_pending_node_waits_with_backoff_and_runs_once_an_admin_approves() {
+    let t = tempfile::tempdir().unwrap();
+    let (site, vault, _) = lab_site(t.path());
+    let server = ServerProcess::start(t.path(), &site, &vault);
+    // No --auto-approve: the node must wait for an admin.
+    let join = server.join_string(&["--hostname", "lab-*"]);
+    let root = sandbox_root(t.path());
+    let agent = AgentProcess::new(t.path(), &join, &server, &root);
+    let log = std::fs::File::create(t.path().join("agent.log")).unwrap();
+    let mut daemon = std::process::Command::new(steward_tests::bin("steward-agent"))
+        .arg("--config")
+        .arg(&agent.config)
+        .args(["daemon", "--root", root.to_str().unwrap()])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let agent_log = || std::fs::read_to_string(t.path().join("agent.log")).unwrap_or_default();
+    assert!(
+        eventually(30, || agent_log().contains("pending approval")),
+        "{}",
+        agent_log()
+    );
+    assert!(
+        !root.join("srv/lab").exists(),
+        "nothing applied while pending"
+    );
+    server.admin_post("/api/v1/nodes/lab-1/approve");
+    assert!(
+        eventually(60, || runs_of_quiet(&server, "lab-1") >= 1),
+        "no run after approval: {}",
+        agent_log()
+    );
+    assert!(root.join("srv/lab/motd").exists());
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}

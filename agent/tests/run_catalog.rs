@@ -395,3 +395,74 @@ fn r12_a_run_past_its_time_limit_starts_nothing_more_and_says_why() {
     }
     assert!(!sb.root.join("srv/a").exists());
 }
+
+#[test]
+fn sigterm_lets_the_current_resource_finish_and_skips_the_rest() {
+    // A Debian root, so the exec resource has a real `sleep` to run (through chroot).
+    let root = support::Root::fresh();
+    let sb = Sandbox::new();
+    let exec = Resource::new(ResourceSpec::Exec(steward_protocol::ExecSpec {
+        name: "slow".into(),
+        command: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "touch /tmp/started && sleep 2".into(),
+        ],
+        user: None,
+        cwd: None,
+        creates: None,
+        unless: None,
+        timeout_secs: 60,
+        env: Default::default(),
+    }));
+    let after = marker_dir("/srv/after").requiring(exec.id.clone());
+    let bytes = sign(&catalog("devvm", serial_now(), vec![exec, after]));
+    let file = sb.work.join("catalog.json");
+    std::fs::write(&file, bytes).unwrap();
+    let child = Command::new(support::agent_binary())
+        .arg("--config")
+        .arg(sb.work.join("agent.toml"))
+        .arg("--state-dir")
+        .arg(&sb.state)
+        .args(["run", "--json", "--catalog", file.to_str().unwrap()])
+        .args(["--trust", &trust(), "--node", "devvm", "--root"])
+        .arg(root.dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // SIGTERM once the exec is running (its first act is to touch a file).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !root.path("/tmp/started").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the exec never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report: RunReport = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("no report: {}", stderr(&out)));
+    let status = |id: &str| {
+        report
+            .events
+            .iter()
+            .find(|e| e.resource.as_str() == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        status("exec:slow").status,
+        steward_protocol::ResourceStatus::Changed,
+        "the resource in progress finished"
+    );
+    let skipped = status("directory:/srv/after");
+    assert_eq!(skipped.status, steward_protocol::ResourceStatus::Skipped);
+    assert_eq!(skipped.message.as_deref(), Some("the agent is stopping"));
+    assert!(!root.path("/srv/after").exists());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
