@@ -266,6 +266,19 @@ impl AgentProcess {
             .unwrap()
     }
 
+    /// Starts `daemon --root <root>`, its output going to `log`.
+    pub fn spawn_daemon(&self, log: &Path) -> Child {
+        let log = std::fs::File::create(log).unwrap();
+        Command::new(bin("steward-agent"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(["daemon", "--root", self.root.to_str().unwrap()])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting the agent daemon")
+    }
+
     /// `run --json --root <root>`: exit code and parsed report.
     pub fn run(&self) -> (Option<i32>, serde_json::Value, String) {
         let out = self.cmd(&["run", "--json", "--root", self.root.to_str().unwrap()]);

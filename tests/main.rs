@@ -194,15 +194,7 @@ fn a_daemon_runs_at_start_on_run_now_and_on_a_site_change_then_stops_on_sigterm(
     let agent = AgentProcess::new(t.path(), &join, &server, &root);
 
     // A fresh host with only a join string enrolls by itself and runs at start.
-    let log = std::fs::File::create(t.path().join("agent.log")).unwrap();
-    let mut daemon = std::process::Command::new(steward_tests::bin("steward-agent"))
-        .arg("--config")
-        .arg(&agent.config)
-        .args(["daemon", "--root", root.to_str().unwrap()])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut daemon = agent.spawn_daemon(&t.path().join("agent.log"));
     let agent_log = || std::fs::read_to_string(t.path().join("agent.log")).unwrap_or_default();
     assert!(
         eventually(60, || runs_of_quiet(&server, "lab-1") >= 1),
@@ -302,15 +294,7 @@ fn a_pending_node_waits_with_backoff_and_runs_once_an_admin_approves() {
     let join = server.join_string(&["--hostname", "lab-*"]);
     let root = sandbox_root(t.path());
     let agent = AgentProcess::new(t.path(), &join, &server, &root);
-    let log = std::fs::File::create(t.path().join("agent.log")).unwrap();
-    let mut daemon = std::process::Command::new(steward_tests::bin("steward-agent"))
-        .arg("--config")
-        .arg(&agent.config)
-        .args(["daemon", "--root", root.to_str().unwrap()])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut daemon = agent.spawn_daemon(&t.path().join("agent.log"));
     let agent_log = || std::fs::read_to_string(t.path().join("agent.log")).unwrap_or_default();
     assert!(
         eventually(30, || agent_log().contains("pending approval")),

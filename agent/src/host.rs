@@ -435,6 +435,19 @@ fn o_path_nofollow() -> OFlags {
     OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
+/// Sets the owner of the symlink an `O_PATH | O_NOFOLLOW` descriptor refers to:
+/// `fchownat(fd, "", AT_EMPTY_PATH)` changes the link itself, whatever its name points at now.
+fn chown_link(link: &OwnedFd, path: &str, uid: u32, gid: u32) -> Result<(), HostError> {
+    rustix::fs::chownat(
+        link,
+        "",
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| HostError::io(Op::Chown, path, e))
+}
+
 fn metadata_of(fd: BorrowedFd<'_>) -> io::Result<Metadata> {
     // `File::metadata` is an `fstat` of the descriptor; the clone is closed on drop.
     File::from(fd.try_clone_to_owned()?).metadata()
@@ -929,16 +942,7 @@ impl Host {
                     path: PathBuf::from(path),
                 });
             }
-            // `fchownat(fd, "", AT_EMPTY_PATH)` on an `O_PATH` descriptor of the link changes the
-            // link itself, whatever its name points at now.
-            rustix::fs::chownat(
-                &link,
-                "",
-                Some(Uid::from_raw(uid)),
-                Some(Gid::from_raw(gid)),
-                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| HostError::io(Op::Chown, path, e))?;
+            chown_link(&link, path, uid, gid)?;
             match existing {
                 None => rename_noreplace(&p, &temp),
                 Some(link) => {
@@ -972,14 +976,7 @@ impl Host {
                 path: PathBuf::from(path),
             });
         }
-        rustix::fs::chownat(
-            &link,
-            "",
-            Some(Uid::from_raw(uid)),
-            Some(Gid::from_raw(gid)),
-            AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| HostError::io(Op::Chown, path, e))
+        chown_link(&link, path, uid, gid)
     }
 
     /// Keeps `content` (the observed content of a file about to be replaced) in the

@@ -7,9 +7,8 @@ mod support;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use steward_protocol::envelope::{issue_certificate, sign_catalog, SigningKeyPair};
 use steward_protocol::{
-    Catalog, DirectorySpec, Mode, Resource, ResourceSpec, RunReport, RunStatus, Serial, Timestamp,
+    DirectorySpec, Mode, Resource, ResourceSpec, RunReport, RunStatus, Serial, Timestamp,
 };
 use support::{catalog, now, sign, trust};
 
@@ -169,14 +168,7 @@ fn a_failed_resource_skips_its_dependents_and_exits_4() {
     let report = report.unwrap();
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
     assert_eq!(report.status, RunStatus::Failed);
-    let by_id = |id: &str| {
-        report
-            .events
-            .iter()
-            .find(|e| e.resource.as_str() == id)
-            .unwrap()
-            .clone()
-    };
+    let by_id = |id: &str| event(&report, id);
     assert_eq!(
         by_id("directory:/missing/parent").status,
         steward_protocol::ResourceStatus::Failed
@@ -193,18 +185,15 @@ fn a_failed_resource_skips_its_dependents_and_exits_4() {
     );
 }
 
-/// A catalog signed under a root other than the pinned one.
-fn sign_with_root(catalog: &Catalog, root_seed: u8) -> Vec<u8> {
-    let root = SigningKeyPair::from_bytes([root_seed; 32]);
-    let catalog_key = SigningKeyPair::from_bytes([2; 32]);
-    let now = Timestamp(now());
-    let certificate = issue_certificate(
-        &root,
-        &catalog_key.public_bytes(),
-        now.plus_secs(-60),
-        now.plus_secs(86_400),
-    );
-    sign_catalog(catalog, &catalog_key, &certificate).unwrap()
+/// The event of resource `id` in `report`.
+#[track_caller]
+fn event(report: &RunReport, id: &str) -> steward_protocol::ResourceEvent {
+    report
+        .events
+        .iter()
+        .find(|e| e.resource.as_str() == id)
+        .unwrap_or_else(|| panic!("no event for {id}"))
+        .clone()
 }
 
 #[test]
@@ -231,7 +220,7 @@ fn every_refused_catalog_applies_nothing_and_keeps_the_persisted_serial() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "forged",
-            sign_with_root(&newer(evil.clone()), 9),
+            support::sign_with_root(&newer(evil.clone()), 9),
             "not signed by a trusted key",
         ),
         ("flipped byte", flipped, "catalog refused"),
@@ -447,14 +436,7 @@ fn sigterm_lets_the_current_resource_finish_and_skips_the_rest() {
     let out = child.wait_with_output().unwrap();
     let report: RunReport = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("no report: {}", stderr(&out)));
-    let status = |id: &str| {
-        report
-            .events
-            .iter()
-            .find(|e| e.resource.as_str() == id)
-            .unwrap()
-            .clone()
-    };
+    let status = |id: &str| event(&report, id);
     assert_eq!(
         status("exec:slow").status,
         steward_protocol::ResourceStatus::Changed,

@@ -196,10 +196,17 @@ pub fn catalog(node: &str, serial: u64, resources: Vec<Resource>) -> Catalog {
 
 /// `catalog` signed by a catalog key certified by [`root_key`].
 pub fn sign(catalog: &Catalog) -> Vec<u8> {
+    sign_with_root(catalog, 1)
+}
+
+/// `catalog` signed by a catalog key certified by the root key of seed `root_seed` (1 is the
+/// trusted [`root_key`]; anything else is a forger's).
+pub fn sign_with_root(catalog: &Catalog, root_seed: u8) -> Vec<u8> {
+    let root = SigningKeyPair::from_bytes([root_seed; 32]);
     let catalog_key = SigningKeyPair::from_bytes([2; 32]);
     let now = Timestamp(now());
     let certificate = issue_certificate(
-        &root_key(),
+        &root,
         &catalog_key.public_bytes(),
         now.plus_secs(-60),
         now.plus_secs(86_400),
