@@ -44,9 +44,15 @@ pub struct Client {
 /// Transport errors worth retrying are distinguished from refusals.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The server could not be reached or answered 5xx/429: try later.
+    /// The server could not be reached or answered 5xx: try later.
     #[error("server unavailable: {0}")]
     Unavailable(String),
+    /// The server is busy (429) and asked to come back after this many seconds.
+    #[error("server busy; asked to retry after {retry_after}s")]
+    Busy {
+        /// `Retry-After`, in seconds.
+        retry_after: u64,
+    },
     /// The server refused the request (4xx).
     #[error("server refused the request ({status}): {message}")]
     Refused {
@@ -208,6 +214,15 @@ fn check(response: Response) -> Result<Response, ClientError> {
     if status.is_success() {
         return Ok(response);
     }
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(30);
+        return Err(ClientError::Busy { retry_after });
+    }
     let message: String = response
         .text()
         .unwrap_or_default()
@@ -215,7 +230,7 @@ fn check(response: Response) -> Result<Response, ClientError> {
         .filter(|c| !c.is_control())
         .take(300)
         .collect();
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+    if status.is_server_error() {
         Err(ClientError::Unavailable(format!("{status}: {message}")))
     } else {
         Err(ClientError::Refused {
@@ -256,6 +271,47 @@ fn base64_decode_32(text: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+
+    /// A one-shot HTTP server on loopback answering `response` to the first request.
+    fn answer_once(response: &'static str) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            stream.write_all(response.as_bytes()).unwrap();
+        });
+        url
+    }
+
+    #[test]
+    fn a_busy_server_s_retry_after_is_passed_on() {
+        let url = answer_once(
+            "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        let client = Client::new(&url, None, Duration::from_secs(10)).unwrap();
+        let key = SigningKeyPair::from_bytes([3; 32]);
+        let err = client.catalog(&key, &Facts::default(), None).unwrap_err();
+        assert!(matches!(err, ClientError::Busy { retry_after: 7 }), "{err}");
+    }
+
+    #[test]
+    fn a_refusal_carries_the_status_and_a_bounded_control_free_message() {
+        let url = answer_once(
+            "HTTP/1.1 403 Forbidden\r\nContent-Length: 11\r\nConnection: close\r\n\r\nno\x1b[31m way",
+        );
+        let client = Client::new(&url, None, Duration::from_secs(10)).unwrap();
+        let key = SigningKeyPair::from_bytes([3; 32]);
+        match client.catalog(&key, &Facts::default(), None).unwrap_err() {
+            ClientError::Refused { status, message } => {
+                assert_eq!(status, 403);
+                assert_eq!(message, "no[31m way");
+            }
+            other => panic!("{other}"),
+        }
+    }
 
     #[test]
     fn plain_http_only_to_loopback() {

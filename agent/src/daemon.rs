@@ -116,10 +116,7 @@ pub fn enroll_until_approved(
 fn is_retryable(e: &anyhow::Error) -> bool {
     matches!(
         e.downcast_ref::<ClientError>(),
-        Some(ClientError::Unavailable(_))
-    ) || matches!(
-        e.downcast_ref::<ClientError>(),
-        Some(ClientError::Refused { status: 429, .. })
+        Some(ClientError::Unavailable(_) | ClientError::Busy { .. })
     )
 }
 

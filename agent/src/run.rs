@@ -199,17 +199,45 @@ fn fetch(
                     .map(|b| (b, false))
                     .ok_or_else(|| anyhow::anyhow!("no cached catalog to fall back on"))
             };
-            match client.catalog(signing, facts, etag.as_deref()) {
+            match catalog_honouring_retry_after(client, signing, facts, etag.as_deref()) {
                 Ok(CatalogReply::Envelope(bytes)) => (Ok((bytes, true)), "server", None),
                 Ok(CatalogReply::NotModified) => (cached(), "server", None),
-                Err(ClientError::Unavailable(why)) => {
-                    let msg = format!("server unreachable ({why}); applying the cached catalog");
+                Err(e @ (ClientError::Unavailable(_) | ClientError::Busy { .. })) => {
+                    let why = e.to_string();
+                    let msg = format!("server unavailable ({why}); applying the cached catalog");
                     let fallback = cached()
-                        .map_err(|e| anyhow::anyhow!("server unreachable ({why}), and {e:#}"));
+                        .map_err(|e| anyhow::anyhow!("server unavailable ({why}), and {e:#}"));
                     (fallback, "cache", Some(msg))
                 }
                 Err(e) => (Err(e.into()), "server", None),
             }
+        }
+    }
+}
+
+/// Most a run waits in total for a busy server (429) before using its cached catalog.
+const MAX_BUSY_WAIT: Duration = Duration::from_secs(120);
+
+/// `client.catalog`, coming back after `Retry-After` while the server is busy (R15: after a
+/// restart or a template rollout every host asks at once), within [`MAX_BUSY_WAIT`] in total.
+fn catalog_honouring_retry_after(
+    client: &Client,
+    signing: &steward_protocol::envelope::SigningKeyPair,
+    facts: &steward_protocol::Facts,
+    etag: Option<&str>,
+) -> Result<CatalogReply, ClientError> {
+    let mut waited = Duration::ZERO;
+    loop {
+        match client.catalog(signing, facts, etag) {
+            Err(ClientError::Busy { retry_after }) => {
+                let pause = Duration::from_secs(retry_after.max(1));
+                if waited + pause > MAX_BUSY_WAIT {
+                    return Err(ClientError::Busy { retry_after });
+                }
+                std::thread::sleep(pause);
+                waited += pause;
+            }
+            other => return other,
         }
     }
 }
