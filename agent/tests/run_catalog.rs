@@ -448,3 +448,45 @@ fn sigterm_lets_the_current_resource_finish_and_skips_the_rest() {
     assert!(!root.path("/srv/after").exists());
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+#[test]
+fn template_seal_removes_identity_keys_cache_spool_and_the_machine_id() {
+    let sb = Sandbox::new();
+    let bytes = sign(&catalog("devvm", serial_now(), vec![]));
+    let (out, _) = sb.run(&bytes, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::fs::create_dir_all(sb.root.join("etc")).unwrap();
+    std::fs::write(
+        sb.root.join("etc/machine-id"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
+    let keys_before = sb.agent(&["keys"]);
+    assert!(sb.state.join("keys/signing.key").exists());
+    assert!(std::fs::read_dir(sb.state.join("spool"))
+        .unwrap()
+        .next()
+        .is_some());
+
+    let out = sb.agent(&["template-seal", "--root", sb.root.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for gone in [
+        "keys/signing.key",
+        "keys/encryption.key",
+        "accepted.json",
+        "last_run_summary.json",
+    ] {
+        assert!(
+            !sb.state.join(gone).exists(),
+            "{gone} survived template-seal"
+        );
+    }
+    assert!(std::fs::read_dir(sb.state.join("spool"))
+        .unwrap()
+        .next()
+        .is_none());
+    assert_eq!(std::fs::read(sb.root.join("etc/machine-id")).unwrap(), b"");
+    // A clone makes a new identity.
+    let keys_after = sb.agent(&["keys"]);
+    assert_ne!(keys_before.stdout, keys_after.stdout);
+}
