@@ -209,15 +209,17 @@ pub fn daemon(
                     .max(Duration::from_secs(1));
                 std::thread::spawn(move || {
                     let answer = client.wait(&key, serial, timeout);
-                    flag.store(false, Ordering::Relaxed);
                     let reason = match answer {
                         Ok(a) => a.reason,
-                        // Back off a little before the next long-poll after an error.
+                        // Back off a little before the next long-poll after an error. The
+                        // poll counts as running until then: clearing the flag first would
+                        // start a new poll every 250 ms while the server is unreachable.
                         Err(_) => {
                             std::thread::sleep(Duration::from_secs(10));
                             "error".to_string()
                         }
                     };
+                    flag.store(false, Ordering::Relaxed);
                     let _ = tx.send(reason);
                 });
             }
