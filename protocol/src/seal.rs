@@ -6,9 +6,17 @@
 //! boxes from `crypto_box`) and [`seal_catalog_secrets`], which the server calls between compile
 //! and signing.
 //!
+//! [`seal_deterministic`] (and [`seal_catalog_secrets_deterministic`]) seal with an ephemeral
+//! key derived from a secret sealing key and the value's place (node, serial, resource, the
+//! recipient's key and the plaintext's digest) instead of a random one: the same catalog serial
+//! then seals to the very same bytes every time, so a server can re-issue a serial it no longer
+//! holds in memory (an agent refuses the same serial with other bytes). The sealed box's nonce
+//! is derived from the ephemeral and recipient public keys, so it follows. Any other input gives
+//! another ephemeral key, so no key or nonce is ever used for two different messages.
+//!
 //! It must not read ambient randomness: the caller passes the random number generator
-//! ([`OsRng`] in the server, a seeded generator in tests). It must not log, print or `Debug` a
-//! secret key or a plaintext.
+//! ([`OsRng`] in the server, a seeded generator in tests) or the sealing key. It must not log,
+//! print or `Debug` a secret key or a plaintext.
 
 use std::fmt;
 
@@ -16,9 +24,11 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use crypto_box::{PublicKey, SecretKey};
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroize;
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::catalog::Catalog;
+use crate::ids::{NodeId, ResourceId, Serial};
 use crate::resource::{FileContent, ResourceSpec};
 use crate::secret::{Secret, REDACTED};
 
@@ -165,9 +175,287 @@ pub fn seal_catalog_secrets(
     }
 }
 
+/// Domain separation of the ephemeral keys [`seal_deterministic`] derives.
+const DETERMINISTIC_SEAL_CONTEXT: &[u8] = b"steward/v1/seal\0";
+
+/// Seals `plaintext` to `recipient_public` like [`seal`], but with the ephemeral key derived
+/// by HMAC-SHA256 keyed with `sealing_key` (a server secret) over the node, the catalog serial,
+/// the resource id, the recipient's public key and the SHA-256 of the plaintext. The same inputs
+/// give the same bytes; anything else gives an unrelated ephemeral key. Without `sealing_key`
+/// the ephemeral key is as unpredictable as a random one, so the box is as confidential.
+///
+/// ```
+/// use steward_protocol::seal::{open, seal_deterministic, EncryptionKeyPair};
+/// use steward_protocol::{NodeId, ResourceId, Serial};
+/// let node = EncryptionKeyPair::from_bytes([7; 32]);
+/// let (id, resource) = (NodeId("devvm".into()), ResourceId::new("file", "/etc/token"));
+/// let seal = |serial| {
+///     seal_deterministic(&[9; 32], &node.public_bytes(), &id, Serial(serial), &resource, b"hunter2")
+/// };
+/// assert_eq!(seal(1), seal(1));
+/// assert_ne!(seal(1), seal(2));
+/// assert_eq!(open(&seal(1), &node).unwrap().expose(), "hunter2");
+/// ```
+///
+/// # Panics
+///
+/// Never in practice: `crypto_box` reports an error only for plaintexts too large to address.
+pub fn seal_deterministic(
+    sealing_key: &[u8; 32],
+    recipient_public: &[u8; 32],
+    node: &NodeId,
+    serial: Serial,
+    resource: &ResourceId,
+    plaintext: &[u8],
+) -> SealedValue {
+    let plaintext_digest: [u8; 32] = Sha256::digest(plaintext).into();
+    let node = node.as_str().as_bytes();
+    let resource = resource.as_str().as_bytes();
+    let seed = Zeroizing::new(hmac_sha256(
+        sealing_key,
+        &[
+            DETERMINISTIC_SEAL_CONTEXT,
+            &(node.len() as u64).to_be_bytes(),
+            node,
+            &serial.0.to_be_bytes(),
+            &(resource.len() as u64).to_be_bytes(),
+            resource,
+            recipient_public,
+            &plaintext_digest,
+        ],
+    ));
+    seal(
+        recipient_public,
+        plaintext,
+        &mut DerivedRng {
+            seed,
+            counter: 0,
+            block: Zeroizing::new([0; 32]),
+            used: 32,
+        },
+    )
+}
+
+/// [`seal_catalog_secrets`] with [`seal_deterministic`]: every secret of `catalog` sealed for
+/// the catalog's node and serial (set them first) under its resource id.
+pub fn seal_catalog_secrets_deterministic(
+    catalog: &mut Catalog,
+    recipient: &[u8; 32],
+    sealing_key: &[u8; 32],
+) {
+    let (node, serial) = (catalog.node.clone(), catalog.serial);
+    for resource in &mut catalog.resources {
+        if let ResourceSpec::File(file) = &mut resource.spec {
+            if let FileContent::Secret(secret) = &file.content {
+                let sealed = seal_deterministic(
+                    sealing_key,
+                    recipient,
+                    &node,
+                    serial,
+                    &resource.id,
+                    secret.expose().as_bytes(),
+                );
+                // Dropping the Secret zeroes its buffer.
+                file.content = FileContent::Sealed(sealed);
+            }
+        }
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104) of the concatenated `parts` under `key`.
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut block = Zeroizing::new([0u8; 64]);
+    if key.len() > block.len() {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut pad = Zeroizing::new([0u8; 64]);
+    for (padded, byte) in pad.iter_mut().zip(block.iter()) {
+        *padded = byte ^ 0x36;
+    }
+    let mut inner = Sha256::new();
+    inner.update(pad.as_slice());
+    for part in parts {
+        inner.update(part);
+    }
+    let inner = inner.finalize();
+    for (padded, byte) in pad.iter_mut().zip(block.iter()) {
+        *padded = byte ^ 0x5c;
+    }
+    let mut outer = Sha256::new();
+    outer.update(pad.as_slice());
+    outer.update(inner);
+    outer.finalize().into()
+}
+
+/// The "random" source of [`seal_deterministic`]: HMAC-SHA256 of a counter under the derived
+/// seed, 32 bytes per block (the sealed box draws one block, its ephemeral secret key).
+struct DerivedRng {
+    seed: Zeroizing<[u8; 32]>,
+    counter: u64,
+    block: Zeroizing<[u8; 32]>,
+    used: usize,
+}
+
+impl rand_core::RngCore for DerivedRng {
+    fn next_u32(&mut self) -> u32 {
+        let mut bytes = [0; 4];
+        self.fill_bytes(&mut bytes);
+        u32::from_le_bytes(bytes)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let mut bytes = [0; 8];
+        self.fill_bytes(&mut bytes);
+        u64::from_le_bytes(bytes)
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for byte in dest {
+            if self.used == self.block.len() {
+                *self.block = hmac_sha256(self.seed.as_slice(), &[&self.counter.to_be_bytes()]);
+                self.counter += 1;
+                self.used = 0;
+            }
+            *byte = self.block[self.used];
+            self.used += 1;
+        }
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl rand_core::CryptoRng for DerivedRng {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hmac_sha256_matches_rfc_4231() {
+        // Test case 2: a key shorter than the block.
+        assert_eq!(
+            hex::encode(hmac_sha256(
+                b"Jefe",
+                &[b"what do ya want ", b"for nothing?"]
+            )),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Test case 6: a key longer than the block.
+        assert_eq!(
+            hex::encode(hmac_sha256(
+                &[0xaa; 131],
+                &[b"Test Using Larger Than Block-Size Key - Hash Key First"]
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn deterministic_sealing_repeats_bytes_only_for_the_same_inputs_and_opens() {
+        let node_key = EncryptionKeyPair::from_bytes([1; 32]);
+        let other_key = EncryptionKeyPair::from_bytes([2; 32]);
+        let devvm = NodeId("devvm".into());
+        let token = ResourceId::new("file", "/etc/token");
+        let sealing_key = [3; 32];
+        let sealed = |sealing_key: &[u8; 32],
+                      recipient: &EncryptionKeyPair,
+                      node: &NodeId,
+                      serial: u64,
+                      resource: &ResourceId,
+                      plaintext: &str| {
+            seal_deterministic(
+                sealing_key,
+                &recipient.public_bytes(),
+                node,
+                Serial(serial),
+                resource,
+                plaintext.as_bytes(),
+            )
+        };
+        let first = sealed(&sealing_key, &node_key, &devvm, 7, &token, "s3cret");
+        assert_eq!(first.alg, SEAL_ALGORITHM);
+        assert_eq!(
+            first,
+            sealed(&sealing_key, &node_key, &devvm, 7, &token, "s3cret")
+        );
+        assert_eq!(open(&first, &node_key).unwrap().expose(), "s3cret");
+        assert_eq!(open(&first, &other_key), Err(SealError::Decrypt));
+        // Every input moves the bytes, the ephemeral public key (the first 32 bytes) included.
+        let ephemeral =
+            |value: &SealedValue| STANDARD.decode(&value.ciphertext).unwrap()[..32].to_vec();
+        let others = [
+            sealed(&sealing_key, &node_key, &devvm, 8, &token, "s3cret"),
+            sealed(&[4; 32], &node_key, &devvm, 7, &token, "s3cret"),
+            sealed(&sealing_key, &other_key, &devvm, 7, &token, "s3cret"),
+            sealed(
+                &sealing_key,
+                &node_key,
+                &NodeId("ws-01".into()),
+                7,
+                &token,
+                "s3cret",
+            ),
+            sealed(
+                &sealing_key,
+                &node_key,
+                &devvm,
+                7,
+                &ResourceId::new("file", "/etc/other"),
+                "s3cret",
+            ),
+            sealed(&sealing_key, &node_key, &devvm, 7, &token, "s3cret!"),
+        ];
+        for other in &others {
+            assert_ne!(other.ciphertext, first.ciphertext);
+            assert_ne!(ephemeral(other), ephemeral(&first));
+        }
+        assert_eq!(open(&others[0], &node_key).unwrap().expose(), "s3cret");
+    }
+
+    #[test]
+    fn catalog_secrets_seal_to_the_same_bytes_for_the_same_serial() {
+        use crate::catalog::{DocumentType, Provenance};
+        use crate::ids::Timestamp;
+        use crate::resource::{FileSpec, Mode, Replace, Resource};
+
+        let node_key = EncryptionKeyPair::from_bytes([5; 32]);
+        let catalog = |serial: u64| {
+            let mut catalog = Catalog {
+                document_type: DocumentType::Catalog,
+                format_version: crate::CATALOG_FORMAT_VERSION,
+                node: NodeId("devvm".into()),
+                serial: Serial(serial),
+                compiled_at: Timestamp(1_700_000_000),
+                expires_at: Timestamp(1_700_086_400),
+                provenance: Provenance::default(),
+                resources: vec![Resource::new(ResourceSpec::File(FileSpec {
+                    path: "/etc/token".into(),
+                    owner: "root".into(),
+                    group: "root".into(),
+                    mode: Mode(0o600),
+                    content: FileContent::Secret(Secret::new("s3cret".into())),
+                    replace: Replace::Always,
+                    backup: false,
+                }))],
+            };
+            seal_catalog_secrets_deterministic(&mut catalog, &node_key.public_bytes(), &[6; 32]);
+            catalog
+        };
+        assert_eq!(catalog(1), catalog(1));
+        assert_ne!(catalog(1).resources, catalog(2).resources);
+        let ResourceSpec::File(file) = &catalog(1).resources[0].spec else {
+            panic!("a file resource");
+        };
+        let FileContent::Sealed(sealed) = &file.content else {
+            panic!("sealed content");
+        };
+        assert_eq!(open(sealed, &node_key).unwrap().expose(), "s3cret");
+    }
 
     #[test]
     fn sealed_value_opens_only_with_the_right_key() {

@@ -20,7 +20,10 @@ use crate::keys::{create_private_dir, ServerKeys};
 use crate::metrics::Metrics;
 use crate::service::catalog::CatalogService;
 use crate::service::enroll::EnrollLimits;
-use crate::service::vault_source::VaultBackend;
+use crate::service::facts::FactsRecorder;
+use crate::service::nonces::{self, NonceStore};
+use crate::service::reports::ReportWriter;
+use crate::service::vault_source::{VaultBackend, VaultFile};
 use crate::service::waiters::Waiters;
 use crate::service::{self};
 use crate::state::{AppInner, AppState};
@@ -37,6 +40,8 @@ const CERTIFICATE_CHECK: Duration = Duration::from_secs(3600);
 /// How often pending run-now requests (possibly made by the CLI in another process) are
 /// looked for, to wake their long-polls.
 const RUN_NOW_SWEEP: Duration = Duration::from_secs(5);
+/// How often the WAL is copied back into the database file in the background.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A built server: state, TLS configuration and the shutdown switch.
 #[derive(Debug)]
@@ -67,9 +72,14 @@ impl Server {
             ),
             VaultSource::File(path) => {
                 tracing::warn!(file = %path.display(), "vault data comes from a file: for development only");
-                VaultBackend::File(path.clone())
+                VaultBackend::File(VaultFile::new(path.clone()))
             }
         };
+        let nonces = NonceStore::new(config.max_clock_skew_secs);
+        nonces
+            .load(&db, service::now())
+            .await
+            .context("loading the request nonces")?;
         let metrics = Arc::new(Metrics::default());
         let waiters = Arc::new(Waiters::default());
         let catalogs = Arc::new(CatalogService::new(
@@ -81,10 +91,14 @@ impl Server {
             Arc::clone(&metrics),
             Arc::clone(&waiters),
             config.max_concurrent_compiles,
+            config.envelope_cache_entries,
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let state = AppState(Arc::new(AppInner {
             enroll_limits: EnrollLimits::new(&config.enroll),
+            nonces,
+            facts: FactsRecorder::default(),
+            reports: ReportWriter::spawn(db.clone()),
             config: Arc::new(config),
             db,
             keys,
@@ -245,12 +259,18 @@ pub async fn serve(
     }
     stopper.abort();
     background.abort_all();
+    // Every request has finished: what they accepted is written before the database closes.
+    state.reports.stop().await;
+    if let Err(error) = state.nonces.flush(&state.db, service::now()).await {
+        tracing::warn!(error = %error, "writing the request nonces failed");
+    }
     state.db.close().await;
     result
 }
 
-/// Site reloads (so long-polls notice changes without agent traffic), certificate renewal, and
-/// the run-now sweep.
+/// Site reloads (so long-polls notice changes without agent traffic), certificate renewal, the
+/// run-now sweep, writing accepted request nonces, and WAL checkpoints (so that the connection
+/// that commits, usually the report writer, does not copy the WAL back itself).
 fn spawn_background(state: &AppState) -> tokio::task::JoinSet<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let site_state = state.clone();
@@ -293,6 +313,30 @@ fn spawn_background(state: &AppState) -> tokio::task::JoinSet<()> {
                     .iter()
                     .for_each(|node| sweep_state.waiters.notify(node)),
                 Err(error) => tracing::warn!(error = %error, "run-now sweep failed"),
+            }
+        }
+    });
+    let nonce_state = state.clone();
+    tasks.spawn(async move {
+        let mut interval = tokio::time::interval(nonces::FLUSH_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            interval.tick().await;
+            let now = service::now();
+            nonce_state.nonces.sweep(now);
+            if let Err(error) = nonce_state.nonces.flush(&nonce_state.db, now).await {
+                tracing::warn!(error = %error, "writing the request nonces failed; retrying");
+            }
+        }
+    });
+    let checkpoint_db = state.db.clone();
+    tasks.spawn(async move {
+        let mut interval = tokio::time::interval(CHECKPOINT_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            interval.tick().await;
+            if let Err(error) = checkpoint_db.checkpoint_passive().await {
+                tracing::warn!(error = %error, "checkpointing the WAL failed");
             }
         }
     });

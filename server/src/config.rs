@@ -63,6 +63,9 @@ pub struct Config {
     /// `[retention]`.
     #[serde(default)]
     pub retention: RetentionSection,
+    /// `[ui]`: the admin web UI's sign-in and timeouts.
+    #[serde(default)]
+    pub ui: UiSection,
     /// `[vault]`: where role data and secrets come from.
     pub vault: Option<VaultConfig>,
     /// Development only: read Vault data from a file in the offline `vault-data.yaml` shape
@@ -106,6 +109,8 @@ pub struct CatalogSection {
     pub wait_timeout: Option<String>,
     /// Lifetime of the catalog key's certificate issued by the root key.
     pub certificate_lifetime: Option<String>,
+    /// Signed envelopes kept in memory (least recently used evicted first).
+    pub envelope_cache_entries: Option<usize>,
 }
 
 /// `[enroll]`.
@@ -139,6 +144,162 @@ pub struct RetentionSection {
     pub interval: Option<String>,
     /// Runs deleted per write transaction (default 500).
     pub batch_size: Option<u32>,
+}
+
+/// `[ui]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiSection {
+    /// Argon2id PHC string of the local admin password (`steward-server ui hash-password`).
+    /// Without it, local login is off.
+    pub admin_password_hash: Option<String>,
+    /// Addresses (CIDR, or `unix` for the unix socket listener) of the SSO proxy whose
+    /// forward-auth headers (`X-authentik-username`, `X-authentik-groups`) are trusted.
+    /// Identity headers from anywhere else are ignored.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// The forward-auth group whose members are admins (default `steward-admins`).
+    pub admin_group: Option<String>,
+    /// Keep local login on while forward auth is configured (break-glass access).
+    pub break_glass_local_login: Option<bool>,
+    /// A session ends after this long without a request (default 30m).
+    pub session_idle: Option<String>,
+    /// A session ends this long after login, used or not (default 12h).
+    pub session_max: Option<String>,
+    /// Failed logins from one address within `login_window` before it is refused (default 5).
+    pub login_failures_per_address: Option<u32>,
+    /// Failed logins from all addresses within `login_window` before local login is locked
+    /// for everyone until the window passes (default 50).
+    pub login_failures_total: Option<u32>,
+    /// The sliding window of the login limits (default 15m).
+    pub login_window: Option<String>,
+    /// The agents' run interval (default 30m, the agent's `interval_secs`).
+    pub report_interval: Option<String>,
+    /// The agents' largest splay (default 10m, the agent's `splay_limit_secs`). A node without
+    /// a report for 2 × (interval + splay) is shown as unreported.
+    pub report_splay: Option<String>,
+}
+
+/// Where trusted forward-auth requests come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxySource {
+    /// An address block.
+    Net {
+        /// The network address.
+        addr: std::net::IpAddr,
+        /// Prefix length.
+        prefix: u8,
+    },
+    /// The unix socket listener (only processes allowed to open the socket reach it).
+    Unix,
+}
+
+impl ProxySource {
+    /// Parses `127.0.0.1/32`, `10.0.0.0/8`, `::1/128`, a bare address (a single host) or `unix`.
+    pub fn parse(text: &str) -> anyhow::Result<ProxySource> {
+        let text = text.trim();
+        if text == "unix" {
+            return Ok(ProxySource::Unix);
+        }
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr: std::net::IpAddr = addr.parse().with_context(|| {
+            format!("`ui.trusted_proxies` entry {text:?} is not an address, CIDR block or `unix`")
+        })?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(prefix) => prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .with_context(|| {
+                    format!("`ui.trusted_proxies` entry {text:?} has an invalid prefix length")
+                })?,
+        };
+        Ok(ProxySource::Net { addr, prefix })
+    }
+
+    /// Whether a peer (`None`: the unix socket) is in this source.
+    pub fn contains(&self, peer: Option<std::net::IpAddr>) -> bool {
+        use std::net::IpAddr;
+        match (self, peer.map(|ip| ip.to_canonical())) {
+            (ProxySource::Unix, None) => true,
+            (ProxySource::Net { addr, prefix }, Some(ip)) => match (addr, ip) {
+                (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                    let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
+                    u32::from(*net) & mask == u32::from(ip) & mask
+                }
+                (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                    let mask = u128::MAX.checked_shl(128 - u32::from(*prefix)).unwrap_or(0);
+                    u128::from(*net) & mask == u128::from(ip) & mask
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// The local admin password's argon2id PHC string. `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHashText(pub String);
+
+impl fmt::Debug for PasswordHashText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PasswordHashText(..)")
+    }
+}
+
+/// The web UI's resolved settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UiSettings {
+    /// Local admin login (`None`: off).
+    pub admin_password_hash: Option<PasswordHashText>,
+    /// Where trusted forward-auth headers come from (empty: forward auth is off).
+    pub trusted_proxies: Vec<ProxySource>,
+    /// The forward-auth admin group.
+    pub admin_group: String,
+    /// Idle timeout of a session.
+    pub session_idle: Duration,
+    /// Absolute timeout of a session.
+    pub session_max: Duration,
+    /// Failed logins per address per window.
+    pub login_failures_per_address: u32,
+    /// Failed logins in total per window.
+    pub login_failures_total: u32,
+    /// The login limits' window.
+    pub login_window: Duration,
+    /// The agents' run interval.
+    pub report_interval: Duration,
+    /// The agents' largest splay.
+    pub report_splay: Duration,
+}
+
+impl UiSettings {
+    /// How long without a report before a node is unreported: 2 × (interval + splay).
+    pub fn unreported_after(&self) -> Duration {
+        (self.report_interval + self.report_splay) * 2
+    }
+}
+
+impl Default for UiSettings {
+    fn default() -> UiSettings {
+        UiSettings {
+            admin_password_hash: None,
+            trusted_proxies: Vec::new(),
+            admin_group: "steward-admins".to_owned(),
+            session_idle: Duration::from_secs(30 * 60),
+            session_max: Duration::from_secs(12 * 3600),
+            login_failures_per_address: 5,
+            login_failures_total: 50,
+            login_window: Duration::from_secs(15 * 60),
+            report_interval: Duration::from_secs(1800),
+            report_splay: Duration::from_secs(600),
+        }
+    }
 }
 
 /// Scheduled retention of run reports.
@@ -233,6 +394,8 @@ pub struct ServerConfig {
     pub wait_timeout: Duration,
     /// Catalog key certificate lifetime.
     pub certificate_lifetime: Duration,
+    /// Envelopes kept in memory.
+    pub envelope_cache_entries: usize,
     /// Enrollment knobs.
     pub enroll: EnrollSettings,
     /// Allowed request clock skew, in seconds.
@@ -241,6 +404,8 @@ pub struct ServerConfig {
     pub vault: VaultSource,
     /// Scheduled pruning of old runs; `None` keeps them forever.
     pub retention: Option<RetentionSettings>,
+    /// The web UI.
+    pub ui: UiSettings,
 }
 
 /// `serve` flags that override the file.
@@ -346,6 +511,13 @@ impl Config {
         if max_concurrent_compiles == 0 {
             bail!("`catalog.max_concurrent_compiles` must be at least 1");
         }
+        let envelope_cache_entries = self
+            .catalog
+            .envelope_cache_entries
+            .unwrap_or(crate::service::envelopes::DEFAULT_ENTRIES);
+        if envelope_cache_entries == 0 {
+            bail!("`catalog.envelope_cache_entries` must be at least 1");
+        }
         let duration = |value: &Option<String>, key: &str, default: Duration| match value {
             None => Ok(default),
             Some(text) => parse_duration(text).with_context(|| {
@@ -422,6 +594,7 @@ impl Config {
                 })
             }
         };
+        let ui = resolve_ui(self.ui, &duration)?;
         let vault = match (self.vault, self.vault_data_file) {
             (Some(_), Some(_)) => bail!("set `[vault]` or `vault_data_file`, not both"),
             (Some(vault), None) => VaultSource::Vault(vault),
@@ -444,12 +617,97 @@ impl Config {
             site_check_interval,
             wait_timeout,
             certificate_lifetime,
+            envelope_cache_entries,
             enroll,
             max_clock_skew_secs,
             vault,
             retention,
+            ui,
         })
     }
+}
+
+/// Parses an optional duration key, with its default (the closure in [`Config::resolve`]).
+type DurationKey<'a> = &'a dyn Fn(&Option<String>, &str, Duration) -> anyhow::Result<Duration>;
+
+fn resolve_ui(section: UiSection, duration: DurationKey<'_>) -> anyhow::Result<UiSettings> {
+    let defaults = UiSettings::default();
+    let admin_password_hash = match section.admin_password_hash {
+        None => None,
+        Some(text) => {
+            let text = text.trim().to_owned();
+            let parsed = argon2::PasswordHash::new(&text).map_err(|_| {
+                anyhow::anyhow!(
+                    "`ui.admin_password_hash` is not a PHC string; make one with \
+                     `steward-server ui hash-password`"
+                )
+            })?;
+            if parsed.algorithm.as_str() != "argon2id" {
+                bail!("`ui.admin_password_hash` must be an argon2id hash (`steward-server ui hash-password`)");
+            }
+            Some(PasswordHashText(text))
+        }
+    };
+    let trusted_proxies = section
+        .trusted_proxies
+        .iter()
+        .map(|text| ProxySource::parse(text))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if admin_password_hash.is_some()
+        && !trusted_proxies.is_empty()
+        && !section.break_glass_local_login.unwrap_or(false)
+    {
+        bail!(
+            "`ui.admin_password_hash` and `ui.trusted_proxies` are both set: with forward auth, \
+             local login is for break-glass only; set `ui.break_glass_local_login = true` to keep it"
+        );
+    }
+    let admin_group = section.admin_group.unwrap_or(defaults.admin_group);
+    if admin_group.trim().is_empty() {
+        bail!("`ui.admin_group` must not be empty");
+    }
+    let settings = UiSettings {
+        admin_password_hash,
+        trusted_proxies,
+        admin_group,
+        session_idle: duration(
+            &section.session_idle,
+            "ui.session_idle",
+            defaults.session_idle,
+        )?,
+        session_max: duration(&section.session_max, "ui.session_max", defaults.session_max)?,
+        login_failures_per_address: section
+            .login_failures_per_address
+            .unwrap_or(defaults.login_failures_per_address),
+        login_failures_total: section
+            .login_failures_total
+            .unwrap_or(defaults.login_failures_total),
+        login_window: duration(
+            &section.login_window,
+            "ui.login_window",
+            defaults.login_window,
+        )?,
+        report_interval: duration(
+            &section.report_interval,
+            "ui.report_interval",
+            defaults.report_interval,
+        )?,
+        report_splay: duration(
+            &section.report_splay,
+            "ui.report_splay",
+            defaults.report_splay,
+        )?,
+    };
+    if settings.session_idle.is_zero() || settings.session_max < settings.session_idle {
+        bail!("`ui.session_idle` must be more than 0 and at most `ui.session_max`");
+    }
+    if settings.login_failures_per_address == 0 || settings.login_failures_total == 0 {
+        bail!("`ui.login_failures_per_address` and `ui.login_failures_total` must be at least 1");
+    }
+    if settings.login_window.is_zero() || settings.report_interval.is_zero() {
+        bail!("`ui.login_window` and `ui.report_interval` must be more than 0");
+    }
+    Ok(settings)
 }
 
 /// Loads the config for an admin command: `--config FILE` if given (it must exist), else the

@@ -6,7 +6,8 @@
 //!   `catalog.cert.json`, which is re-issued when a third of its lifetime is left.
 //! - `content.key`: the HMAC key of catalog content identities (see
 //!   [`crate::service::catalog`]), so a Vault value change moves a serial without a plain hash
-//!   of a secret ever being stored.
+//!   of a secret ever being stored. The sealing key of deterministic sealing
+//!   ([`ServerKeys::sealing_key`]) is derived from it.
 //!
 //! Key files are 32 random bytes from the operating system, mode 0600, created on first start
 //! and refused when group or others can read them. Nothing here prints key material: `Debug`
@@ -58,6 +59,7 @@ pub struct ServerKeys {
     root: SigningKeyPair,
     catalog: SigningKeyPair,
     content_key: Zeroizing<[u8; 32]>,
+    sealing_key: Zeroizing<[u8; 32]>,
     lifetime: Duration,
     certificate: RwLock<Arc<IssuedCertificate>>,
 }
@@ -146,6 +148,7 @@ impl ServerKeys {
             })),
             root,
             catalog,
+            sealing_key: derive_sealing_key(&content_key),
             content_key,
             lifetime,
         };
@@ -220,6 +223,12 @@ impl ServerKeys {
         mac.finalize().into_bytes().into()
     }
 
+    /// The key of [`steward_protocol::seal::seal_deterministic`]: the same catalog serial seals
+    /// to the same bytes, in this process and after a restart. Derived from `content.key`.
+    pub fn sealing_key(&self) -> &[u8; 32] {
+        &self.sealing_key
+    }
+
     fn write_certificate(&self) -> anyhow::Result<()> {
         if !self.persist {
             return Ok(());
@@ -229,6 +238,15 @@ impl ServerKeys {
         let bytes = steward_protocol::canonical_bytes(&certificate.envelope);
         write_atomically(&path, &bytes)
     }
+}
+
+/// HMAC-SHA256 of a fixed label under `content.key`: a key of its own for sealing, so that no
+/// value is ever both a content identity and a sealing seed.
+fn derive_sealing_key(content_key: &[u8; 32]) -> Zeroizing<[u8; 32]> {
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(content_key).expect("hmac takes keys of any length");
+    mac.update(b"steward/v1/sealing-key");
+    Zeroizing::new(mac.finalize().into_bytes().into())
 }
 
 /// The root key's fingerprint, read from `data_dir/root.key` alone (for join strings made by

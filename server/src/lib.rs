@@ -2,6 +2,7 @@
 //!
 //! - [`app`]: building the server ([`Server::build`]) and [`serve`] on bound listeners.
 //! - [`http`]: the route table (deny by default), agent API, admin API, health and metrics.
+//! - [`ui`]: the admin web UI (server-rendered pages, sign-in, CSRF, security headers).
 //! - [`service`]: catalogs (compile, serial, sign, seal), enrollment policy, admin operations.
 //! - [`config`], [`keys`], [`tls`], [`metrics`], [`telemetry`], [`state`]: the server's parts.
 //! - [`cli`]: `serve`, `config`, `token`, `node`, `backup`, `check`, `compile`, `diff`, `add-user`.
@@ -25,6 +26,7 @@ pub mod service;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod ui;
 pub mod vault;
 
 pub use app::{serve, Listeners, PlainListener, Server};

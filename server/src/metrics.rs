@@ -34,6 +34,8 @@ pub struct Metrics {
     pub serials_issued: AtomicU64,
     /// Last good catalogs served because a compile failed.
     pub stale_served: AtomicU64,
+    /// Envelopes rebuilt (same serial, same bytes) because the envelope cache had evicted them.
+    pub envelope_rebuilds: AtomicU64,
     /// Reports stored.
     pub reports_received: AtomicU64,
     /// Reports that were resubmissions.
@@ -151,6 +153,12 @@ impl Metrics {
             "steward_catalog_stale_served_total",
             "Last good catalogs served after a failed compile.",
             &self.stale_served,
+        );
+        counter(
+            &mut out,
+            "steward_catalog_envelope_rebuilds_total",
+            "Envelopes rebuilt under their serial after the envelope cache evicted them.",
+            &self.envelope_rebuilds,
         );
         counter(
             &mut out,

@@ -12,6 +12,9 @@ use crate::keys::ServerKeys;
 use crate::metrics::Metrics;
 use crate::service::catalog::CatalogService;
 use crate::service::enroll::EnrollLimits;
+use crate::service::facts::FactsRecorder;
+use crate::service::nonces::NonceStore;
+use crate::service::reports::ReportWriter;
 use crate::service::vault_source::VaultBackend;
 use crate::service::waiters::Waiters;
 
@@ -36,6 +39,12 @@ pub struct AppInner {
     pub metrics: Arc<Metrics>,
     /// Enrollment rate limits.
     pub enroll_limits: EnrollLimits,
+    /// Replay memory of signed agent requests.
+    pub nonces: NonceStore,
+    /// Facts writes skipped while they do not change.
+    pub facts: FactsRecorder,
+    /// The run report writer (group commit).
+    pub reports: ReportWriter,
     /// Vault (for readiness).
     pub vault: VaultBackend,
     /// Becomes `true` when the server shuts down (long-polls return).

@@ -724,6 +724,45 @@ async fn replayed_nonce_and_stale_timestamp_are_refused() {
 }
 
 #[tokio::test]
+async fn replay_after_restart_is_refused() {
+    let dirs = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let mut server = TestServer::start_in(Options::default(), dirs.clone()).await;
+    let agent = Agent::new("devvm");
+    server.enroll_approved(&agent).await;
+    let body = serde_json::to_vec(&agent.facts()).unwrap();
+    let headers = agent.sign("POST", "/v1/catalog", &body);
+    let send = |server: &TestServer| {
+        let mut request = server
+            .client
+            .post(format!("{}/v1/catalog", server.url))
+            .body(body.clone());
+        for (name, value) in &headers {
+            request = request.header(*name, value);
+        }
+        request.send()
+    };
+    assert_eq!(send(&server).await.unwrap().status(), StatusCode::OK);
+    server.stop().await;
+
+    let server = TestServer::start_in(
+        Options {
+            data_dir: Some(server.data_dir.clone()),
+            site_dir: Some(server.site_dir.clone()),
+            ..Options::default()
+        },
+        dirs.clone(),
+    )
+    .await;
+    assert_eq!(
+        send(&server).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "a replay within the skew window is refused after a restart"
+    );
+    // A fresh request of the same agent still passes.
+    assert_eq!(agent.catalog(&server).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn catalog_etag_answers_304_and_serial_moves_only_when_content_changes() {
     let server = TestServer::start().await;
     let agent = Agent::new("devvm");
@@ -792,6 +831,88 @@ async fn catalog_etag_answers_304_and_serial_moves_only_when_content_changes() {
     assert_eq!(
         fourth.headers()["x-steward-serial"].to_str().unwrap(),
         third_serial.to_string()
+    );
+}
+
+#[tokio::test]
+async fn a_restart_keeps_the_serial_and_its_bytes_while_nothing_changed() {
+    let dirs = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let mut server = TestServer::start_in(Options::default(), dirs.clone()).await;
+    let agent = Agent::new("devvm");
+    server.enroll_approved(&agent).await;
+    let first = agent.catalog(&server).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    let serial = first.headers()["x-steward-serial"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // devvm's catalog holds sealed secrets (see the round trip test): sealing is deterministic.
+    let first_bytes = first.bytes().await.unwrap();
+    server.stop().await;
+
+    let server = TestServer::start_in(
+        Options {
+            data_dir: Some(server.data_dir.clone()),
+            site_dir: Some(server.site_dir.clone()),
+            ..Options::default()
+        },
+        dirs.clone(),
+    )
+    .await;
+    let body = serde_json::to_vec(&agent.facts()).unwrap();
+    let not_modified = agent
+        .signed(
+            &server,
+            Method::POST,
+            "/v1/catalog",
+            body,
+            &[("if-none-match", &etag)],
+        )
+        .await;
+    assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(not_modified.headers()["x-steward-serial"], serial.as_str());
+    let again = agent.catalog(&server).await;
+    assert_eq!(again.headers()["x-steward-serial"], serial.as_str());
+    assert_eq!(again.bytes().await.unwrap(), first_bytes);
+}
+
+#[tokio::test]
+async fn an_evicted_envelope_is_rebuilt_under_its_serial_with_the_same_bytes() {
+    let server = TestServer::start_with(Options {
+        extra_toml: "envelope_cache_entries = 1\n[enroll]\nper_address_per_minute = 1000\n"
+            .to_owned(),
+        ..Options::default()
+    })
+    .await;
+    let devvm = Agent::new("devvm");
+    let other = Agent::new("ws-01");
+    server.enroll_approved(&devvm).await;
+    server.enroll_approved(&other).await;
+    let first = devvm.catalog(&server).await;
+    let serial = first.headers()["x-steward-serial"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let first_bytes = first.bytes().await.unwrap();
+    // The other node's envelope takes the only place.
+    assert_eq!(other.catalog(&server).await.status(), StatusCode::OK);
+    let again = devvm.catalog(&server).await;
+    assert_eq!(again.headers()["x-steward-serial"], serial.as_str());
+    assert_eq!(again.bytes().await.unwrap(), first_bytes);
+    let metrics = server
+        .anonymous(Method::GET, "/metrics", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("steward_catalog_envelope_rebuilds_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("steward_catalog_serials_issued_total 2\n"),
+        "{metrics}"
     );
 }
 

@@ -19,6 +19,7 @@ use steward_server::db::catalogs::{self, CatalogRecord};
 use steward_server::db::compile_failures;
 use steward_server::db::keys::{self, NewNodeKey};
 use steward_server::db::nodes::{self, NewNode};
+use steward_server::db::nonces::NonceRecord;
 use steward_server::db::runs::{self, InsertOutcome, Page, RunCursor, RunFilter};
 use steward_server::db::tokens::{self, Consumption, NewToken, SecretHash, TokenRefusal};
 use steward_server::db::{nonces, state, Db, DbError};
@@ -296,14 +297,15 @@ async fn bookkeeping_connections_skip_the_fsync_and_durable_ones_do_not() {
     // What one pool writes the other reads: they are one database.
     let key = KeyId(format!("sha256:{}", "ab".repeat(32)));
     let now = Timestamp(1_800_000_000);
-    assert!(
-        nonces::check_and_record(db.relaxed(), &key, "00ff", now, 300)
-            .await
-            .unwrap()
-    );
-    assert!(!nonces::check_and_record(&db, &key, "00ff", now, 300)
+    let record = NonceRecord {
+        key_id: key,
+        nonce: "00ff".into(),
+        seen_at: now,
+    };
+    nonces::record_batch(db.relaxed(), std::slice::from_ref(&record), Timestamp(0))
         .await
-        .unwrap());
+        .unwrap();
+    assert_eq!(nonces::load_since(&db, now).await.unwrap(), vec![record]);
 }
 
 #[tokio::test]
@@ -1114,6 +1116,59 @@ async fn report_insert_is_idempotent_by_run_id() {
 }
 
 #[tokio::test]
+async fn a_batch_of_reports_gets_each_its_own_outcome() {
+    let (_dir, db) = open_temp().await;
+    let node = approved_node(&db, "ws-01").await;
+    let other = approved_node(&db, "ws-02").await;
+    let first = report(&node, 1, T0, 3);
+    let second = report(&other, 2, T0, 4);
+    let outcomes = runs::insert_reports(
+        &db,
+        &[
+            (&first, Timestamp(T0)),
+            (&second, Timestamp(T0)),
+            (&first, Timestamp(T0 + 1)),
+        ],
+    )
+    .await
+    .unwrap();
+    let outcomes: Vec<InsertOutcome> = outcomes.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        outcomes,
+        [
+            InsertOutcome::Inserted,
+            InsertOutcome::Inserted,
+            InsertOutcome::Duplicate
+        ]
+    );
+    assert_eq!(count(&db, "resource_events").await, 7);
+
+    // One refused report (another node's run id, an unknown node) costs the others nothing:
+    // the batch is stored one report at a time.
+    let third = report(&node, 3, T0, 2);
+    let conflict = report(&other, 1, T0, 2);
+    let ghost = report(&node_id("ghost"), 4, T0, 2);
+    let fifth = report(&other, 5, T0, 5);
+    let outcomes = runs::insert_reports(
+        &db,
+        &[
+            (&third, Timestamp(T0)),
+            (&conflict, Timestamp(T0)),
+            (&ghost, Timestamp(T0)),
+            (&fifth, Timestamp(T0)),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(matches!(outcomes[0], Ok(InsertOutcome::Inserted)));
+    assert!(matches!(outcomes[1], Err(DbError::RunIdConflict { .. })));
+    assert!(matches!(outcomes[2], Err(DbError::NotFound { .. })));
+    assert!(matches!(outcomes[3], Ok(InsertOutcome::Inserted)));
+    assert_eq!(count(&db, "runs").await, 4);
+    assert_eq!(count(&db, "resource_events").await, 14);
+}
+
+#[tokio::test]
 async fn reports_with_another_nodes_run_id_an_unknown_node_or_a_bad_id_are_refused() {
     let (_dir, db) = open_temp().await;
     let node = approved_node(&db, "ws-01").await;
@@ -1424,45 +1479,54 @@ async fn a_state_that_breaks_port_uniqueness_is_not_saved_at_all() {
 // Nonces and audit log
 
 #[tokio::test]
-async fn nonce_replay_is_refused_and_old_nonces_are_pruned() {
+async fn nonces_are_stored_in_batches_once_per_key_and_old_ones_pruned() {
     let (_dir, db) = open_temp().await;
     let key = KeyId::of_public_key_bytes(b"agent");
     let other_key = KeyId::of_public_key_bytes(b"other agent");
     let window = 300;
+    let record = |key: &KeyId, nonce: &str, at: i64| NonceRecord {
+        key_id: key.clone(),
+        nonce: nonce.into(),
+        seen_at: Timestamp(at),
+    };
 
-    assert!(
-        nonces::check_and_record(&db, &key, "n-1", Timestamp(T0), window)
-            .await
-            .unwrap()
+    nonces::record_batch(
+        &db,
+        &[record(&key, "n-1", T0), record(&other_key, "n-1", T0 + 1)],
+        Timestamp(T0 - 2 * window),
+    )
+    .await
+    .unwrap();
+    // The same nonce again (a flush retried after a failure) keeps the first sighting.
+    nonces::record_batch(
+        &db,
+        &[record(&key, "n-1", T0 + 1)],
+        Timestamp(T0 - 2 * window),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        nonces::load_since(&db, Timestamp(T0)).await.unwrap(),
+        vec![record(&key, "n-1", T0), record(&other_key, "n-1", T0 + 1)]
     );
-    assert!(
-        !nonces::check_and_record(&db, &key, "n-1", Timestamp(T0 + 1), window)
-            .await
-            .unwrap()
-    );
-    assert!(
-        nonces::check_and_record(&db, &other_key, "n-1", Timestamp(T0 + 1), window)
-            .await
-            .unwrap()
-    );
-    // Still refused while a request stamped up to `window` ahead could be fresh.
-    assert!(
-        !nonces::check_and_record(&db, &key, "n-1", Timestamp(T0 + 2 * window), window)
-            .await
-            .unwrap()
+    assert_eq!(
+        nonces::load_since(&db, Timestamp(T0 + 1)).await.unwrap(),
+        vec![record(&other_key, "n-1", T0 + 1)]
     );
 
-    // Much later, the old entries are gone (the request timestamp check refuses such replays).
-    assert!(
-        nonces::check_and_record(&db, &key, "n-2", Timestamp(T0 + 2 * window + 2), window)
-            .await
-            .unwrap()
-    );
+    // Much later, the old entries are pruned with the next batch.
+    nonces::record_batch(
+        &db,
+        &[record(&key, "n-2", T0 + 2 * window + 2)],
+        Timestamp(T0 + 2),
+    )
+    .await
+    .unwrap();
     assert_eq!(count(&db, "request_nonces").await, 1);
 
     for bad in ["", &"x".repeat(129)] {
         assert!(matches!(
-            nonces::check_and_record(&db, &key, bad, Timestamp(T0), window).await,
+            nonces::record_batch(&db, &[record(&key, bad, T0)], Timestamp(0)).await,
             Err(DbError::Invalid { .. })
         ));
     }

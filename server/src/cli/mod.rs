@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand; doc comments are the help text.
 //! `serve` runs the server; `token`, `node` and `backup` work on the server's database
-//! directly; `check`, `compile` and `add-user` work on a site offline.
+//! directly; `check`, `compile` and `add-user` work on a site offline; `ui hash-password` makes
+//! the local admin password's hash.
 
 use std::process::ExitCode;
 
@@ -16,6 +17,7 @@ mod node;
 mod serve;
 pub mod store;
 mod token;
+mod ui;
 
 /// Steward catalog server and admin tools.
 #[derive(Debug, Parser)]
@@ -49,6 +51,8 @@ pub enum Command {
     /// Add a person to roster.yaml: prompts (or flags), validates everything, then appends
     /// atomically, keeping the file's comments and formatting.
     AddUser(add_user::AddUserArgs),
+    /// Web UI helpers: `hash-password` prints the argon2id hash for `[ui] admin_password_hash`.
+    Ui(ui::UiArgs),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -63,6 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compile(args) => compile::run(args),
         Command::Diff(args) => diff::run(args),
         Command::AddUser(args) => add_user::run(args),
+        Command::Ui(args) => ui::run(args),
     }
 }
 

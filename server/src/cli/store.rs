@@ -109,16 +109,16 @@ pub fn vault_backend(
     store: &StoreArgs,
     vault_data: Option<&std::path::Path>,
 ) -> anyhow::Result<Option<crate::service::vault_source::VaultBackend>> {
-    use crate::service::vault_source::VaultBackend;
+    use crate::service::vault_source::{VaultBackend, VaultFile};
     if let Some(path) = vault_data {
-        return Ok(Some(VaultBackend::File(path.to_owned())));
+        return Ok(Some(VaultBackend::File(VaultFile::new(path.to_owned()))));
     }
     let config = store.config()?;
     Ok(match (config.vault, config.vault_data_file) {
         (Some(vault), _) => Some(VaultBackend::Client(
             crate::vault::VaultClient::new(vault).context("setting up the vault client")?,
         )),
-        (None, Some(path)) => Some(VaultBackend::File(path)),
+        (None, Some(path)) => Some(VaultBackend::File(VaultFile::new(path))),
         (None, None) => None,
     })
 }

@@ -6,6 +6,7 @@ use steward_protocol::{KeyId, NodeId, Timestamp};
 
 use crate::db::codec::{optional_timestamp, timestamp};
 use crate::db::error::Context;
+use crate::db::nodes::{Node, NodeRow};
 use crate::db::{nodes, DbError, Handle};
 
 /// A stored key.
@@ -150,6 +151,56 @@ pub async fn find_active_by_key_id(
     .await
     .context("reading node key")?;
     Ok(row.map(NodeKey::from))
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyAndNodeRow {
+    key_id: String,
+    signing_key: String,
+    encryption_key: String,
+    key_machine_id: Option<String>,
+    key_created_at: i64,
+    revoked_at: Option<i64>,
+    revoke_reason: Option<String>,
+    #[sqlx(flatten)]
+    node: NodeRow,
+}
+
+/// The active key with this id and its node, read together: the one query behind every signed
+/// agent request. A revoked key finds nothing (THREATS E5); the caller checks the node's
+/// status.
+pub async fn find_active_with_node(
+    db: impl Into<Handle<'_>>,
+    key_id: &KeyId,
+) -> Result<Option<(NodeKey, Node)>, DbError> {
+    let mut connection = db.into().connection().await?;
+    let row: Option<KeyAndNodeRow> = sqlx::query_as(
+        "SELECT k.key_id, k.signing_key, k.encryption_key, k.machine_id AS key_machine_id, \
+         k.created_at AS key_created_at, k.revoked_at, k.revoke_reason, \
+         n.name, n.status, n.class, n.created_at, n.approved_at, n.last_seen_at, n.machine_id, \
+         n.catalog_serial, n.catalog_digest, n.run_now_requested_at \
+         FROM node_keys k JOIN nodes n ON n.id = k.node_id \
+         WHERE k.key_id = ?1 AND k.revoked_at IS NULL",
+    )
+    .bind(key_id.as_str())
+    .fetch_optional(&mut *connection)
+    .await
+    .context("reading node key and node")?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let node = row.node.into_node()?;
+    let key = NodeKey {
+        node: node.name.clone(),
+        key_id: KeyId(row.key_id),
+        signing_key: row.signing_key,
+        encryption_key: row.encryption_key,
+        machine_id: row.key_machine_id,
+        created_at: timestamp(row.key_created_at),
+        revoked_at: optional_timestamp(row.revoked_at),
+        revoke_reason: row.revoke_reason,
+    };
+    Ok(Some((key, node)))
 }
 
 /// Every key `node` ever had, newest first.

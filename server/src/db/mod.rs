@@ -51,10 +51,20 @@ pub use crate::db::error::DbError;
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connections in the pool. SQLite has one writer at a time; the others read concurrently (WAL).
-pub const MAX_CONNECTIONS: u32 = 8;
+/// Each connection is a thread with its own page cache (and its own malloc arena): a signed
+/// request costs one short query, so four are plenty on a small server and keep memory down.
+pub const MAX_CONNECTIONS: u32 = 4;
+
+/// Page cache of each connection, in KiB (SQLite's default is 2000).
+pub const PAGE_CACHE_KIB: u32 = 1024;
+
+/// WAL pages (4 KiB each) after which a commit checkpoints itself (SQLite's default is 1000).
+/// The server checkpoints in the background every second ([`Db::checkpoint_passive`]); this is
+/// the safety net for when that falls behind.
+pub const WAL_AUTOCHECKPOINT_PAGES: u32 = 20_000;
 
 /// Connections of the relaxed pool ([`Db::relaxed`]).
-const RELAXED_CONNECTIONS: u32 = 2;
+const RELAXED_CONNECTIONS: u32 = 1;
 
 /// Pause between two retention batches, so that writers waiting in SQLite's busy handler get
 /// the lock between batches instead of the pruner taking it again at once.
@@ -70,6 +80,10 @@ pub(crate) const PRUNE_RUNS_SQL: &str = "DELETE FROM runs WHERE id IN \
      (SELECT id FROM runs WHERE received_at < ?1 ORDER BY received_at, id LIMIT ?2)";
 
 /// The store: a pool of connections to one migrated, integrity-checked SQLite file.
+///
+/// The pools do not ping a connection before handing it out (`test_before_acquire`): a
+/// connection to a local file does not go stale, and each ping is a round trip to the
+/// connection's worker thread, as much as the query it precedes.
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: SqlitePool,
@@ -86,6 +100,7 @@ impl Db {
         let options = connect_options(path).create_if_missing(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|source| DbError::Open {
@@ -95,6 +110,7 @@ impl Db {
         // Opened lazily: migrations run on `pool` first.
         let relaxed = SqlitePoolOptions::new()
             .max_connections(RELAXED_CONNECTIONS)
+            .test_before_acquire(false)
             .connect_lazy_with(connect_options(path).synchronous(SqliteSynchronous::Normal));
         let db = Db {
             pool,
@@ -260,6 +276,18 @@ impl Db {
         Ok(())
     }
 
+    /// Copies what it can of the WAL into the database file without waiting for readers or
+    /// writers (`PRAGMA wal_checkpoint(PASSIVE)`). The server runs it every second, so that the
+    /// committing connection rarely reaches [`WAL_AUTOCHECKPOINT_PAGES`] and checkpoints on its
+    /// own: a page rewritten by many commits in between is copied once.
+    pub async fn checkpoint_passive(&self) -> Result<(), DbError> {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.pool)
+            .await
+            .context("checkpointing the WAL")?;
+        Ok(())
+    }
+
     /// Closes every connection (the last one checkpoints and removes the WAL).
     pub async fn close(&self) {
         self.relaxed.close().await;
@@ -351,6 +379,13 @@ impl DerefMut for HeldConnection<'_> {
 }
 
 /// Options every connection is opened with.
+///
+/// `temp_store=MEMORY` keeps statement journals in memory: every multi-row insert inside a
+/// transaction (a report's events) would otherwise copy the pages it touches again to a
+/// temporary file. `cache_size` is [`PAGE_CACHE_KIB`] per connection: the operating system's
+/// page cache holds the file anyway, and each connection's cache is memory of the server.
+/// `wal_autocheckpoint` is raised to [`WAL_AUTOCHECKPOINT_PAGES`] because the server
+/// checkpoints in the background ([`Db::checkpoint_passive`]).
 fn connect_options(path: &Path) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)
@@ -359,6 +394,9 @@ fn connect_options(path: &Path) -> SqliteConnectOptions {
         .foreign_keys(true)
         .busy_timeout(BUSY_TIMEOUT)
         .pragma("secure_delete", "ON")
+        .pragma("temp_store", "MEMORY")
+        .pragma("cache_size", format!("-{PAGE_CACHE_KIB}"))
+        .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
 }
 
 /// Begins a write transaction on `connection`: `BEGIN IMMEDIATE`, or a savepoint when the

@@ -46,7 +46,7 @@ pub struct NewNode {
 }
 
 #[derive(sqlx::FromRow)]
-struct NodeRow {
+pub(crate) struct NodeRow {
     name: String,
     status: String,
     class: Option<String>,
@@ -60,7 +60,7 @@ struct NodeRow {
 }
 
 impl NodeRow {
-    fn into_node(self) -> Result<Node, DbError> {
+    pub(crate) fn into_node(self) -> Result<Node, DbError> {
         Ok(Node {
             name: NodeId(self.name),
             status: parse_enrollment_status(&self.status)?,

@@ -1,48 +1,93 @@
-//! `request_nonces`: replay protection for signed agent requests. A nonce is accepted once per
-//! key; entries older than the replay window are pruned as new ones arrive.
+//! `request_nonces`: the persisted copy of the replay memory of signed agent requests.
+//!
+//! The server checks nonces in memory ([`crate::service::nonces::NonceStore`]) and writes them
+//! here in batches ([`record_batch`]), so that a restart reloads them ([`load_since`]) and still
+//! refuses a replay within the window. A nonce is unique per key; `seen_at` is the server's
+//! clock when it was first accepted, and rows older than the window are pruned with each batch.
 
+use sqlx::{QueryBuilder, Sqlite};
 use steward_protocol::{KeyId, Timestamp};
 
 use crate::db::error::Context;
 use crate::db::{begin_immediate, DbError, Handle};
 
-/// Records `nonce` for `key_id` at `now`. Returns `true` if it is new (accept the request),
-/// `false` if it was seen before (a replay: refuse it).
-///
-/// `window_secs` is the clock skew the request check allows either way
-/// (`|request timestamp - now| <= window_secs`). A request stamped up to `window_secs` ahead is
-/// still fresh until `window_secs` after that, so nonces are kept for `2 * window_secs` after
-/// they were first seen; older ones are deleted here, in the same transaction.
-pub async fn check_and_record(
+/// Rows per multi-row `INSERT` (3 parameters each).
+const ROWS_PER_STATEMENT: usize = 300;
+
+/// One accepted nonce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonceRecord {
+    /// The key that signed the request.
+    pub key_id: KeyId,
+    /// The request's nonce (1 to 128 bytes).
+    pub nonce: String,
+    /// When the server accepted it (server's clock).
+    pub seen_at: Timestamp,
+}
+
+/// Stores `records` (a nonce already stored for the key is left as it is) and deletes the rows
+/// seen before `prune_before`, in one transaction.
+pub async fn record_batch(
     db: impl Into<Handle<'_>>,
-    key_id: &KeyId,
-    nonce: &str,
-    now: Timestamp,
-    window_secs: i64,
-) -> Result<bool, DbError> {
-    if nonce.is_empty() || nonce.len() > 128 {
+    records: &[NonceRecord],
+    prune_before: Timestamp,
+) -> Result<(), DbError> {
+    if let Some(bad) = records
+        .iter()
+        .find(|record| record.nonce.is_empty() || record.nonce.len() > 128)
+    {
         return Err(DbError::Invalid {
             what: "request nonce",
-            detail: "expected 1 to 128 bytes".into(),
+            detail: format!("expected 1 to 128 bytes, got {}", bad.nonce.len()),
         });
     }
     let mut connection = db.into().connection().await?;
     let mut tx = begin_immediate(&mut connection).await?;
     sqlx::query("DELETE FROM request_nonces WHERE seen_at < ?1")
-        .bind(now.plus_secs(window_secs.saturating_mul(-2)).0)
+        .bind(prune_before.0)
         .execute(&mut *tx)
         .await
         .context("pruning request nonces")?;
-    let inserted = sqlx::query(
-        "INSERT INTO request_nonces (key_id, nonce, seen_at) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (key_id, nonce) DO NOTHING",
+    for chunk in records.chunks(ROWS_PER_STATEMENT) {
+        let mut insert =
+            QueryBuilder::<Sqlite>::new("INSERT INTO request_nonces (key_id, nonce, seen_at) ");
+        insert.push_values(chunk, |mut row, record| {
+            row.push_bind(record.key_id.as_str())
+                .push_bind(record.nonce.as_str())
+                .push_bind(record.seen_at.0);
+        });
+        insert.push(" ON CONFLICT (key_id, nonce) DO NOTHING");
+        // Only full chunks have a fixed text: a statement per batch size would crowd the
+        // connection's statement cache with large prepared statements.
+        insert
+            .build()
+            .persistent(chunk.len() == ROWS_PER_STATEMENT)
+            .execute(&mut *tx)
+            .await
+            .context("recording request nonces")?;
+    }
+    tx.commit().await.context("committing request nonces")
+}
+
+/// Every nonce seen at or after `since`, oldest first.
+pub async fn load_since(
+    db: impl Into<Handle<'_>>,
+    since: Timestamp,
+) -> Result<Vec<NonceRecord>, DbError> {
+    let mut connection = db.into().connection().await?;
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT key_id, nonce, seen_at FROM request_nonces WHERE seen_at >= ?1 ORDER BY seen_at",
     )
-    .bind(key_id.as_str())
-    .bind(nonce)
-    .bind(now.0)
-    .execute(&mut *tx)
+    .bind(since.0)
+    .fetch_all(&mut *connection)
     .await
-    .context("recording request nonce")?;
-    tx.commit().await.context("committing request nonce")?;
-    Ok(inserted.rows_affected() == 1)
+    .context("loading request nonces")?;
+    Ok(rows
+        .into_iter()
+        .map(|(key_id, nonce, seen_at)| NonceRecord {
+            key_id: KeyId(key_id),
+            nonce,
+            seen_at: Timestamp(seen_at),
+        })
+        .collect())
 }

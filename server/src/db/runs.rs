@@ -1,14 +1,15 @@
 //! `runs` and `resource_events`: run reports, as the agents sent them.
 //!
 //! [`insert_report`] is idempotent by run id (the agent resubmits until it gets an answer) and
-//! writes the run and all its events in one transaction. Lists page by keyset on
+//! writes the run and all its events in one transaction; [`insert_reports`] writes several
+//! reports in one. Lists page by keyset on
 //! `(started_at, id)`, newest first, so a page costs the same however deep it is.
 //! Retention lives on [`crate::db::Db::prune_runs_older_than`].
 
 use std::fmt;
 use std::str::FromStr;
 
-use sqlx::{Connection, QueryBuilder, Sqlite};
+use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
 use steward_protocol::{
     NodeId, ResourceEvent, ResourceId, ResourceStatus, RunId, RunReport, RunStatus, Serial,
     Timestamp, Totals,
@@ -308,6 +309,55 @@ pub async fn insert_report(
     report: &RunReport,
     received_at: Timestamp,
 ) -> Result<InsertOutcome, DbError> {
+    let mut connection = db.into().connection().await?;
+    let mut tx = begin_immediate(&mut connection).await?;
+    let outcome = insert_in_transaction(&mut tx, report, received_at).await?;
+    tx.commit().await.context("committing run report")?;
+    Ok(outcome)
+}
+
+/// Stores several reports in one transaction: one commit, so one fsync, for all of them (the
+/// report writer's group commit, [`crate::service::reports`]). Returns each report's outcome,
+/// as [`insert_report`] would have; `Err` only when the transaction could not commit, and then
+/// none of them is stored.
+///
+/// When a report of the batch fails (a run id another node reported, a node that is gone), the
+/// batch is rolled back and every report is stored in a transaction of its own, so that one
+/// failure costs the others nothing but time. No savepoint per report: SQLite copies every page
+/// a savepoint touches again into its sub-journal, which would cost more than the commit saved.
+pub async fn insert_reports(
+    db: impl Into<Handle<'_>>,
+    reports: &[(&RunReport, Timestamp)],
+) -> Result<Vec<Result<InsertOutcome, DbError>>, DbError> {
+    let mut connection = db.into().connection().await?;
+    {
+        let mut tx = begin_immediate(&mut connection).await?;
+        let mut outcomes = Vec::with_capacity(reports.len());
+        for (report, received_at) in reports {
+            match insert_in_transaction(&mut tx, report, *received_at).await {
+                Ok(outcome) => outcomes.push(Ok(outcome)),
+                Err(_) => break,
+            }
+        }
+        if outcomes.len() == reports.len() {
+            tx.commit().await.context("committing run reports")?;
+            return Ok(outcomes);
+        }
+        tx.rollback().await.context("rolling back run reports")?;
+    }
+    let mut outcomes = Vec::with_capacity(reports.len());
+    for (report, received_at) in reports {
+        outcomes.push(insert_report(&mut *connection, report, *received_at).await);
+    }
+    Ok(outcomes)
+}
+
+/// [`insert_report`] on a connection inside a transaction the caller commits.
+async fn insert_in_transaction(
+    tx: &mut SqliteConnection,
+    report: &RunReport,
+    received_at: Timestamp,
+) -> Result<InsertOutcome, DbError> {
     if !report.run_id.is_valid() {
         return Err(DbError::Invalid {
             what: "run id",
@@ -322,9 +372,7 @@ pub async fn insert_report(
         .map(|event| to_i64(event.duration_ms, "event duration"))
         .collect::<Result<Vec<i64>, DbError>>()?;
 
-    let mut connection = db.into().connection().await?;
-    let mut tx = begin_immediate(&mut connection).await?;
-    let node_id = nodes::id_of(&mut tx, &report.node).await?;
+    let node_id = nodes::id_of(&mut *tx, &report.node).await?;
     let totals = &report.totals;
     let run_pk: Option<i64> = sqlx::query_scalar(
         "INSERT INTO runs (uuid, node_id, catalog_serial, started_at, finished_at, duration_ms, \
@@ -397,13 +445,15 @@ pub async fn insert_report(
                 .push_bind(*duration_ms)
                 .push_bind(event.corrective);
         });
+        // Only full chunks have a fixed text: a prepared statement per report size would crowd
+        // the connection's statement cache with large statements.
         insert
             .build()
+            .persistent(chunk.len() == EVENTS_PER_STATEMENT)
             .execute(&mut *tx)
             .await
             .context("inserting resource events")?;
     }
-    tx.commit().await.context("committing run report")?;
     Ok(InsertOutcome::Inserted)
 }
 

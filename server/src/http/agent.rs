@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::service;
 use crate::service::catalog::{CatalogAnswer, NodeRequest};
 use crate::service::enroll::{self as enrollment, EnrollContext};
+use crate::service::reports::ReportError;
 use crate::state::AppState;
 
 /// Largest facts document in a catalog request.
@@ -56,9 +57,10 @@ pub async fn enroll(
 }
 
 /// `POST /v1/catalog` (signed; body: facts): the node's signed catalog envelope. `ETag` is the
-/// payload digest; `If-None-Match` with it answers 304. A failed compile serves the last good
-/// envelope (with `x-steward-stale: 1`), or 503 when there is none; a busy server answers 429
-/// with `Retry-After`.
+/// payload digest; `If-None-Match` with it answers 304 (and then no envelope is even looked
+/// up). A failed compile serves the last good serial (with `x-steward-stale: 1`: 304, or its
+/// envelope while the envelope cache holds it), or 503 when there is none; a busy server
+/// answers 429 with `Retry-After`.
 pub async fn catalog(
     State(state): State<AppState>,
     AgentAuth(agent): AgentAuth,
@@ -71,23 +73,28 @@ pub async fn catalog(
             .map_err(|error| ApiError::BadRequest(format!("invalid facts: {error}")))?
     };
     check_machine_id(&state, &agent, &facts).await?;
-    db::nodes::set_facts(state.db.relaxed(), &agent.node.name, &facts).await?;
+    state
+        .facts
+        .store(&state.db, &agent.node.name, &facts, service::now())
+        .await?;
     let request = NodeRequest {
         node: agent.node.name.clone(),
         encryption_key: agent.key.encryption_key.clone(),
         stored_serial: agent.node.catalog_serial,
+        held: if_none_match(&headers),
     };
     match state.catalogs.catalog_for(&request, service::now()).await? {
-        CatalogAnswer::Envelope { issued, stale } => {
+        CatalogAnswer::Envelope {
+            issued,
+            envelope,
+            stale,
+        } => {
             let etag = format!("\"{}\"", issued.digest);
-            let mut response = if if_none_match(&headers, &issued.digest) {
-                StatusCode::NOT_MODIFIED.into_response()
-            } else {
-                (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    issued.envelope.clone(),
-                )
-                    .into_response()
+            let mut response = match envelope {
+                Some(envelope) => {
+                    ([(header::CONTENT_TYPE, "application/json")], envelope).into_response()
+                }
+                None => StatusCode::NOT_MODIFIED.into_response(),
             };
             let response_headers = response.headers_mut();
             if let Ok(value) = HeaderValue::from_str(&etag) {
@@ -107,14 +114,17 @@ pub async fn catalog(
     }
 }
 
-fn if_none_match(headers: &HeaderMap, digest: &str) -> bool {
+/// The entity tags of `If-None-Match`, unquoted (`*` kept as is).
+fn if_none_match(headers: &HeaderMap) -> Vec<String> {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .map(|tag| tag.trim().trim_start_matches("W/").trim_matches('"'))
-        .any(|tag| tag == digest || tag == "*")
+        .filter(|tag| !tag.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `GET /v1/wait` query.
@@ -225,9 +235,10 @@ pub struct ReportAnswer {
     pub outcome: &'static str,
 }
 
-/// `POST /v1/reports` (signed): stores a run report, idempotent by run id. The report must name
-/// the node whose key signed the request (THREATS S2), carry a valid UUID run id and totals that
-/// match its events.
+/// `POST /v1/reports` (signed): stores a run report, idempotent by run id, through the report
+/// writer ([`crate::service::reports`]); the answer comes once it is committed. The report must
+/// name the node whose key signed the request (THREATS S2), carry a valid UUID run id and totals
+/// that match its events.
 pub async fn report(
     State(state): State<AppState>,
     AgentAuth(agent): AgentAuth,
@@ -249,16 +260,22 @@ pub async fn report(
         ));
     }
     check_machine_id(&state, &agent, &report.facts).await?;
-    let outcome = match db::runs::insert_report(&state.db, &report, service::now()).await {
+    let run_id = report.run_id.clone();
+    let facts = report.facts.clone();
+    let outcome = match state.reports.store(report, service::now()).await {
         Ok(outcome) => outcome,
-        Err(DbError::RunIdConflict { .. }) => {
+        Err(ReportError::Db(DbError::RunIdConflict { .. })) => {
             return Err(ApiError::Conflict(
                 "this run id was reported by another node".into(),
             ))
         }
-        Err(error) => return Err(error.into()),
+        Err(ReportError::Stopped) => return Err(ApiError::Unavailable),
+        Err(error) => return Err(ApiError::Internal(error.into())),
     };
-    db::nodes::set_facts(state.db.relaxed(), &agent.node.name, &report.facts).await?;
+    state
+        .facts
+        .store(&state.db, &agent.node.name, &facts, service::now())
+        .await?;
     let outcome = match outcome {
         InsertOutcome::Inserted => {
             Metrics::inc(&state.metrics.reports_received);
@@ -270,7 +287,7 @@ pub async fn report(
         }
     };
     Ok(Json(ReportAnswer {
-        run_id: report.run_id.0,
+        run_id: run_id.0,
         outcome,
     }))
 }

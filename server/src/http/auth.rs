@@ -3,9 +3,11 @@
 //!
 //! Agent requests (DESIGN §5, "Requests"): the four `x-steward-*` headers are verified with
 //! [`steward_protocol::verify_request`] against the **active** key they name (±
-//! `requests.max_clock_skew`), the nonce is recorded (a repeat is a replay), the node must be
-//! **approved**, and `last_seen_at` is touched. Key status is read from the database on every
-//! request: a revocation takes effect on the next one (THREATS E5). The node's identity comes
+//! `requests.max_clock_skew`), the nonce is recorded in memory (a repeat is a replay,
+//! [`crate::service::nonces`]), the node must be
+//! **approved**, and `last_seen_at` is touched. Key and node status are read from the database
+//! on every request (one query): a revocation takes effect on the next one (THREATS E5), also
+//! when the CLI made it from another process. The node's identity comes
 //! from the key alone (S2, C5). Refusals are 401 (no or bad credentials) or 403 (a valid key of
 //! a node that may not act), with generic bodies.
 
@@ -28,6 +30,7 @@ use crate::db::nodes::Node;
 use crate::http::error::ApiError;
 use crate::http::{access_of, Access};
 use crate::service;
+use crate::service::nonces::NonceCheck;
 use crate::state::AppState;
 
 /// Largest body of a signed agent request (the largest agent document is a run report).
@@ -163,8 +166,10 @@ async fn authenticate_agent(state: &AppState, request: Request) -> Result<Reques
             .and_then(|value| value.to_str().ok())
     })
     .map_err(|_| ApiError::Unauthorized)?;
-    // The key first: a caller without an active key never gets its body buffered.
-    let Some(key) = db::keys::find_active_by_key_id(&state.db, &headers.key).await? else {
+    // The key first: a caller without an active key never gets its body buffered. Its node is
+    // read in the same query (one round trip per request); its status is checked only once
+    // the signature verified.
+    let Some((key, node)) = db::keys::find_active_with_node(&state.db, &headers.key).await? else {
         tracing::info!("signed request with an unknown or revoked key");
         return Err(ApiError::Unauthorized);
     };
@@ -195,21 +200,18 @@ async fn authenticate_agent(state: &AppState, request: Request) -> Result<Reques
         tracing::info!(node = %key.node, reason = %refusal, "signed request refused");
         return Err(ApiError::Unauthorized);
     }
-    let fresh = db::nonces::check_and_record(
-        state.db.relaxed(),
-        &headers.key,
-        &headers.nonce,
-        now,
-        i64::from(skew),
-    )
-    .await?;
-    if !fresh {
+    // Verified, so the timestamp parses and is within the skew of now.
+    let request_time = headers
+        .timestamp
+        .parse()
+        .map_or(now, steward_protocol::Timestamp);
+    let check = state
+        .nonces
+        .check_and_record(&headers.key, &headers.nonce, request_time, now);
+    if check == NonceCheck::Replay {
         tracing::warn!(node = %key.node, "replayed request nonce refused");
         return Err(ApiError::Unauthorized);
     }
-    let node = db::nodes::get_by_name(&state.db, &key.node)
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
     if node.status != EnrollmentStatus::Approved {
         tracing::info!(node = %node.name, status = crate::metrics::status_name(node.status), "request from a node that is not approved");
         return Err(ApiError::Forbidden);

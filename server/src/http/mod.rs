@@ -6,6 +6,8 @@
 //! | `POST /v1/catalog`, `GET /v1/wait`, `POST /v1/reports` | agents (signed requests) |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | public |
 //! | `/api/v1/...` | admin bearer token |
+//! | `GET /ui/login`, `POST /ui/login`, `GET /ui/static/style.css` | public |
+//! | `/ui/...` | an admin of the web UI (forward auth, local login session, or the admin token for pages); `/ui/me` any signed-in person |
 //!
 //! **Deny by default.** One middleware ([`auth::authenticate`]) sits on every route and decides
 //! from the *matched route template* alone: a route in [`PUBLIC_ROUTES`] passes; `/api/` needs
@@ -13,6 +15,11 @@
 //! node; anything else is refused. A handler added without an auth extractor is therefore still
 //! protected (THREATS S1, Salt CVE-2020-11651). The handlers then take the typed principal
 //! ([`auth::AgentAuth`], [`auth::Admin`]) that the middleware verified.
+//!
+//! Routes under `/ui/` go to the web UI's guard instead ([`crate::ui::auth::guard`]): sessions,
+//! forward auth from trusted proxies, CSRF and Origin checks on every `POST`, security headers.
+//! The forward-auth identity headers are stripped from every request, whatever its route, so no
+//! handler can ever read a client-supplied one (THREATS W1).
 //!
 //! `/metrics` is public on purpose: Prometheus scrapes without credentials, and the metrics
 //! carry only route templates, statuses and counts (never a node name or anything from a
@@ -34,9 +41,17 @@ use axum::Router;
 use tracing::Instrument;
 
 use crate::state::AppState;
+use crate::ui;
 
 /// Routes anyone may call. Everything else requires credentials.
-pub const PUBLIC_ROUTES: &[&str] = &["/v1/enroll", "/healthz", "/readyz", "/metrics"];
+pub const PUBLIC_ROUTES: &[&str] = &[
+    "/v1/enroll",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/ui/login",
+    "/ui/static/style.css",
+];
 
 /// Who may call a route, decided from its template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +60,7 @@ pub enum Access {
     Public,
     /// A signed agent request.
     Agent,
-    /// The admin bearer token.
+    /// An admin: the admin bearer token on `/api/`; on `/ui/`, an admin of the web UI.
     Admin,
     /// Nobody (a route outside every known prefix).
     Denied,
@@ -55,7 +70,7 @@ pub enum Access {
 pub fn access_of(route: &str) -> Access {
     if PUBLIC_ROUTES.contains(&route) {
         Access::Public
-    } else if route.starts_with("/api/") {
+    } else if route.starts_with("/api/") || route.starts_with("/ui/") {
         Access::Admin
     } else if route.starts_with("/v1/") {
         Access::Agent
@@ -118,6 +133,35 @@ fn routes() -> Vec<(RouteInfo, MethodRouter<AppState>)> {
             post(admin::revoke_token),
         ),
         r("GET", "/api/v1/audit", get(admin::audit_log)),
+        // The web UI (crate::ui): pages are GETs, every state change a CSRF-checked POST.
+        r("GET", "/ui/login", get(ui::auth::login_form)),
+        r("POST", "/ui/login", post(ui::auth::login)),
+        r("POST", "/ui/logout", post(ui::auth::logout)),
+        r("GET", "/ui/static/style.css", get(ui::style_css)),
+        r("GET", "/ui/", get(ui::overview::page)),
+        r("GET", "/ui/nodes", get(ui::nodes::list)),
+        r("GET", "/ui/nodes/{name}", get(ui::nodes::detail)),
+        r("POST", "/ui/nodes/{name}/approve", post(ui::nodes::approve)),
+        r("POST", "/ui/nodes/{name}/revoke", post(ui::nodes::revoke)),
+        r("POST", "/ui/nodes/{name}/run-now", post(ui::nodes::run_now)),
+        r("GET", "/ui/runs", get(ui::runs::list)),
+        r("GET", "/ui/runs/{run_id}", get(ui::runs::detail)),
+        r("GET", "/ui/failures", get(ui::failures::page)),
+        r("GET", "/ui/roster", get(ui::roster::page)),
+        r("GET", "/ui/roster/{name}", get(ui::roster::person)),
+        r("GET", "/ui/enrollment", get(ui::enrollment::page)),
+        r(
+            "POST",
+            "/ui/enrollment/tokens",
+            post(ui::enrollment::create_token),
+        ),
+        r(
+            "POST",
+            "/ui/enrollment/tokens/{token_id}/revoke",
+            post(ui::enrollment::revoke_token),
+        ),
+        r("GET", "/ui/audit", get(ui::audit::page)),
+        r("GET", "/ui/me", get(ui::me::page)),
     ]
 }
 
@@ -134,12 +178,26 @@ pub fn router(state: AppState) -> Router {
         router = router.route(info.path, handler);
     }
     router
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::authenticate,
-        ))
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// The one auth middleware on every route: the web UI's guard for `/ui/` routes, the API's
+/// ([`auth::authenticate`]) for the others, after stripping the forward-auth identity headers
+/// (only the UI guard reads them, and only from a trusted proxy).
+async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let is_ui = request
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|path| path.as_str().starts_with("/ui/"));
+    if is_ui {
+        return ui::auth::guard(State(state), request, next).await;
+    }
+    for name in ui::auth::IDENTITY_HEADERS {
+        request.headers_mut().remove(*name);
+    }
+    auth::authenticate(State(state), request, next).await
 }
 
 /// One span per request with method and matched route (never the raw URI, a body or a

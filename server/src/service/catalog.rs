@@ -17,14 +17,24 @@
 //! touch a node's resources does not move its serial; the envelope then keeps the provenance of
 //! the compile that first produced that content.
 //!
-//! Sealing is randomized, so the same content sealed twice gives other bytes, and an agent
-//! refuses the same serial with other bytes (THREATS C3). The signed envelope of the current
-//! serial is therefore kept **in memory** and served as is while the content is unchanged. A new
-//! serial (freshly sealed, with a new `compiled_at` and `expires_at`) is issued when:
+//! Sealing is deterministic ([`steward_protocol::seal::seal_deterministic`]: the ephemeral key
+//! is derived from a server secret and the node, serial, resource id and plaintext digest), and
+//! so is signing, so a serial always re-issues as the very same bytes. That matters because an
+//! agent refuses the same serial with other bytes (THREATS C3). The envelope bytes are therefore
+//! only cached ([`crate::service::envelopes`], a bounded LRU): an evicted envelope is rebuilt
+//! from a new compile of the same content under the serial's own times and provenance. What is
+//! kept per node is small: serial, digest, times, provenance and content identity. A rebuild
+//! waits for a compile slot instead of answering 429: the bytes of an issued serial are owed.
+//!
+//! A new serial (sealed for it, with a new `compiled_at` and `expires_at`) is issued when:
 //! - the content changed;
-//! - the envelope is lost (server restart): the first request after a restart gets a new serial;
-//! - the envelope is past half its lifetime, so agents always hold a catalog far from expiry;
+//! - the serial is past half its lifetime, so agents always hold a catalog far from expiry;
 //! - the catalog key certificate was re-issued, or the node's encryption key changed.
+//!
+//! After a restart, the first compile of a node rebuilds its current serial from the database's
+//! record (`catalogs`: serial, times, provenance, payload digest): if the rebuilt payload has
+//! the recorded digest, the content did not change and the serial is kept; agents holding it
+//! get 304. Otherwise (content, key or certificate changed) a new serial is issued.
 //!
 //! # Vault path discovery
 //!
@@ -38,50 +48,57 @@
 //!
 //! # Failures
 //!
-//! A compile failure never reaches a host: the last good envelope (in memory) is served, else
-//! the request gets 503. The failure is recorded (`db::compile_failures`), counted in metrics
-//! and cleared by the next success.
+//! A compile failure never reaches a host: the last good serial is served (with 304 to an
+//! agent that holds it, or from the envelope cache), else the request gets 503. The failure is
+//! recorded (`db::compile_failures`), counted in metrics and cleared by the next success.
+//!
+//! # Node state
+//!
+//! The per-node [`State`] (sticky ports, managed users) is read from the database once and
+//! then kept in memory next to the node's serial: this service is its only writer.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use steward_catalogs::compile::{CompiledCatalog, Compiler, NodeInfo};
 use steward_catalogs::loader::{read_site_files, LoadError};
 use steward_catalogs::model::HostClass;
 use steward_catalogs::site::{parse_site, site_hash};
 use steward_catalogs::{State, VaultData};
-use steward_protocol::seal::OsRng;
+use steward_protocol::seal::seal_catalog_secrets_deterministic;
 use steward_protocol::{
-    canonical_bytes, catalog_digest, seal_catalog_secrets, sign_catalog, Catalog, FileContent,
-    NodeId, ResourceSpec, Secret, Serial, Timestamp, REDACTED,
+    canonical_bytes, catalog_digest, sign_catalog, Catalog, FileContent, NodeId, Provenance,
+    ResourceSpec, Secret, Serial, Timestamp, REDACTED,
 };
 use tokio::sync::{watch, Semaphore};
 use zeroize::Zeroizing;
 
 use crate::db::{self, Db};
-use crate::keys::ServerKeys;
+use crate::keys::{IssuedCertificate, ServerKeys};
 use crate::metrics::Metrics;
+use crate::service::envelopes::EnvelopeCache;
 use crate::service::vault_source::{error_chain, FetchError, VaultBackend};
 use crate::service::waiters::Waiters;
 
 /// Compile rounds when templates read Vault paths that were not fetched yet.
 pub const MAX_VAULT_ROUNDS: usize = 8;
 
-/// A signed catalog envelope issued for a node, as served.
+/// A serial issued for a node: what identifies its signed envelope (the bytes themselves live
+/// in the [`EnvelopeCache`], or are rebuilt).
 #[derive(Debug)]
 pub struct Issued {
     /// Its serial.
     pub serial: Serial,
     /// Digest of the signed payload (the ETag).
     pub digest: String,
-    /// The envelope bytes.
-    pub envelope: Vec<u8>,
     /// When it was compiled.
     pub compiled_at: Timestamp,
     /// When agents stop accepting it.
     pub expires_at: Timestamp,
+    provenance: Provenance,
     content_mac: [u8; 32],
     certificate_generation: u64,
     encryption_key: String,
@@ -99,10 +116,12 @@ impl Issued {
 /// What a catalog request gets.
 #[derive(Debug)]
 pub enum CatalogAnswer {
-    /// This envelope (fresh, or the last good one after a failed compile when `stale`).
+    /// This serial (fresh, or the last good one after a failed compile when `stale`).
     Envelope {
-        /// The envelope.
+        /// The serial.
         issued: Arc<Issued>,
+        /// Its envelope bytes; `None` when the agent holds this serial already (304).
+        envelope: Option<Bytes>,
         /// Served because the compile failed.
         stale: bool,
     },
@@ -111,7 +130,7 @@ pub enum CatalogAnswer {
         /// Retry-After, in seconds.
         retry_after: u64,
     },
-    /// The compile failed and there is no last good catalog (503).
+    /// The compile failed and there is no last good catalog to serve (503).
     Unavailable,
 }
 
@@ -138,6 +157,15 @@ pub struct NodeRequest {
     pub encryption_key: String,
     /// Its serial floor in the database.
     pub stored_serial: Option<Serial>,
+    /// Digests of the catalogs the agent holds (`If-None-Match`; `*` for any).
+    pub held: Vec<String>,
+}
+
+impl NodeRequest {
+    /// Whether the agent holds the catalog with this payload digest (it gets 304).
+    pub fn holds(&self, digest: &str) -> bool {
+        self.held.iter().any(|held| held == digest || held == "*")
+    }
 }
 
 /// A loaded site, or why it could not be loaded.
@@ -167,6 +195,10 @@ struct NodeSlot {
     vault_paths: BTreeSet<String>,
     /// The last compile failed (its failure is recorded and must be cleared on success).
     failed: bool,
+    /// The node's state as stored (read once, then kept up to date by this service).
+    state: Option<State>,
+    /// The database's record of the current serial was looked at (after a restart).
+    restore_checked: bool,
 }
 
 /// The catalog service. One per server.
@@ -179,6 +211,7 @@ pub struct CatalogService {
     metrics: Arc<Metrics>,
     waiters: Arc<Waiters>,
     slots: Arc<Semaphore>,
+    envelopes: EnvelopeCache,
     site: tokio::sync::Mutex<SiteCache>,
     site_generation: watch::Sender<u64>,
     nodes: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<NodeSlot>>>>,
@@ -196,7 +229,8 @@ impl std::fmt::Debug for CatalogService {
 }
 
 impl CatalogService {
-    /// A service over `site_dir`, compiling at most `max_compiles` catalogs at once.
+    /// A service over `site_dir`, compiling at most `max_compiles` catalogs at once and keeping
+    /// at most `envelope_cache_entries` envelopes.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         site_dir: PathBuf,
@@ -207,6 +241,7 @@ impl CatalogService {
         metrics: Arc<Metrics>,
         waiters: Arc<Waiters>,
         max_compiles: usize,
+        envelope_cache_entries: usize,
     ) -> CatalogService {
         CatalogService {
             site_dir,
@@ -217,6 +252,7 @@ impl CatalogService {
             metrics,
             waiters,
             slots: Arc::new(Semaphore::new(max_compiles.max(1))),
+            envelopes: EnvelopeCache::new(envelope_cache_entries),
             site: tokio::sync::Mutex::new(SiteCache {
                 checked_at: None,
                 files_hash: None,
@@ -365,11 +401,18 @@ impl CatalogService {
             LoadedSite::Broken { hash, message } => {
                 let message = format!("the site does not load:\n{message}");
                 return self
-                    .fail(&mut slot, &request.node, &message, hash.as_deref(), now)
+                    .fail(&mut slot, request, &message, hash.as_deref(), now)
                     .await;
             }
         };
-        let state = db::state::load(&self.db, &request.node).await?;
+        let state = match &slot.state {
+            Some(state) => state.clone(),
+            None => {
+                let state = db::state::load(&self.db, &request.node).await?;
+                slot.state = Some(state.clone());
+                state
+            }
+        };
         let certificate_generation = self.keys.certificate().generation;
 
         let mut paths = slot.vault_paths.clone();
@@ -385,6 +428,7 @@ impl CatalogService {
         paths.insert(compiler.site().config.vault.roles_path.clone());
         let mut absent = BTreeSet::new();
         let mut permit = None;
+        let mut rebuild = false;
         let mut round = 0;
         let (compiled, vault) = loop {
             round += 1;
@@ -392,7 +436,7 @@ impl CatalogService {
                 Ok(vault) => vault,
                 Err(message) => {
                     return self
-                        .fail(&mut slot, &request.node, &message, Some(&site_hash), now)
+                        .fail(&mut slot, request, &message, Some(&site_hash), now)
                         .await;
                 }
             };
@@ -401,21 +445,42 @@ impl CatalogService {
                 if mac == input_mac
                     && current.reusable(now, certificate_generation, &request.encryption_key)
                 {
-                    Metrics::inc(&self.metrics.catalog_cache_hits);
                     let issued = Arc::clone(current);
-                    if slot.failed {
-                        db::compile_failures::clear(&self.db, &request.node, now).await?;
-                        slot.failed = false;
+                    let held = request.holds(&issued.digest);
+                    let envelope = if held {
+                        None
+                    } else {
+                        self.envelopes.get(&request.node, &issued.digest)
+                    };
+                    // Without the bytes (evicted), the compile below rebuilds them.
+                    rebuild = envelope.is_none() && !held;
+                    if !rebuild {
+                        Metrics::inc(&self.metrics.catalog_cache_hits);
+                        if slot.failed {
+                            db::compile_failures::clear(&self.db, &request.node, now).await?;
+                            slot.failed = false;
+                        }
+                        return Ok(CatalogAnswer::Envelope {
+                            issued,
+                            envelope,
+                            stale: false,
+                        });
                     }
-                    return Ok(CatalogAnswer::Envelope {
-                        issued,
-                        stale: false,
-                    });
                 }
             }
             if permit.is_none() {
                 match Arc::clone(&self.slots).try_acquire_owned() {
                     Ok(acquired) => permit = Some(acquired),
+                    // The bytes of a serial already issued are owed: wait for a slot rather
+                    // than send the agent away (the rebuild costs what a compile costs).
+                    Err(_) if rebuild => {
+                        permit = Some(
+                            Arc::clone(&self.slots)
+                                .acquire_owned()
+                                .await
+                                .map_err(|_| CatalogError::Task)?,
+                        );
+                    }
                     Err(_) => {
                         Metrics::inc(&self.metrics.compile_rejected);
                         return Ok(CatalogAnswer::Busy {
@@ -448,7 +513,7 @@ impl CatalogService {
                     if missing.is_empty() || round >= MAX_VAULT_ROUNDS {
                         let message = error.to_string();
                         return self
-                            .fail(&mut slot, &request.node, &message, Some(&site_hash), now)
+                            .fail(&mut slot, request, &message, Some(&site_hash), now)
                             .await;
                     }
                     tracing::debug!(node = %request.node, paths = missing.len(), "fetching more vault paths");
@@ -482,25 +547,77 @@ impl CatalogService {
         }
         if compiled.state != state {
             db::state::save(&self.db, &request.node, &compiled.state).await?;
+            slot.state = Some(compiled.state.clone());
         }
         let content_mac = self.content_mac(&compiled.catalog);
-        if let Some(current) = &slot.current {
-            if current.content_mac == content_mac
-                && current.reusable(now, certificate_generation, &request.encryption_key)
+        let recipient = decode_key(&request.encryption_key).ok_or(CatalogError::Task)?;
+        let certificate = self.keys.certificate();
+        if slot.current.is_none() && !slot.restore_checked {
+            slot.restore_checked = true;
+            if let Some((restored, envelope)) = self
+                .restore(
+                    request,
+                    &compiled.catalog,
+                    content_mac,
+                    &recipient,
+                    &certificate,
+                    now,
+                )
+                .await?
             {
-                let current = Arc::clone(current);
-                slot.input_mac = Some(input_mac);
-                slot.failed = false;
-                db::compile_failures::clear(&self.db, &request.node, now).await?;
-                return Ok(CatalogAnswer::Envelope {
-                    issued: current,
-                    stale: false,
-                });
+                self.envelopes
+                    .insert(&request.node, &restored.digest, envelope);
+                tracing::info!(node = %request.node, catalog.serial = %restored.serial, "kept the catalog serial from before the restart");
+                slot.current = Some(restored);
             }
         }
-        let issued = self
-            .issue(&slot, request, compiled, content_mac, &site_hash)
+        if let Some(current) = slot.current.clone() {
+            if current.content_mac == content_mac
+                && current.reusable(now, certificate.generation, &request.encryption_key)
+            {
+                let envelope = if request.holds(&current.digest) {
+                    Some(None)
+                } else if let Some(envelope) = self.envelopes.get(&request.node, &current.digest) {
+                    Some(Some(envelope))
+                } else {
+                    // Evicted: the same serial, times and provenance give the same bytes.
+                    Metrics::inc(&self.metrics.envelope_rebuilds);
+                    let (envelope, digest) =
+                        self.build_envelope(&compiled.catalog, &current, &recipient, &certificate)?;
+                    if digest == current.digest {
+                        self.envelopes
+                            .insert(&request.node, &current.digest, envelope.clone());
+                        Some(Some(envelope))
+                    } else {
+                        tracing::warn!(node = %request.node, catalog.serial = %current.serial, "a rebuilt envelope differs from its serial's; issuing a new serial");
+                        None
+                    }
+                };
+                if let Some(envelope) = envelope {
+                    slot.input_mac = Some(input_mac);
+                    slot.failed = false;
+                    db::compile_failures::clear(&self.db, &request.node, now).await?;
+                    return Ok(CatalogAnswer::Envelope {
+                        issued: current,
+                        envelope,
+                        stale: false,
+                    });
+                }
+            }
+        }
+        let (issued, envelope) = self
+            .issue(
+                &slot,
+                request,
+                compiled,
+                content_mac,
+                &recipient,
+                &certificate,
+                &site_hash,
+            )
             .await?;
+        self.envelopes
+            .insert(&request.node, &issued.digest, envelope.clone());
         slot.current = Some(Arc::clone(&issued));
         slot.input_mac = Some(input_mac);
         slot.failed = false;
@@ -508,8 +625,10 @@ impl CatalogService {
         Metrics::inc(&self.metrics.serials_issued);
         self.waiters.notify(&request.node);
         tracing::info!(node = %request.node, catalog.serial = %issued.serial, "issued a new catalog serial");
+        let envelope = (!request.holds(&issued.digest)).then_some(envelope);
         Ok(CatalogAnswer::Envelope {
             issued,
+            envelope,
             stale: false,
         })
     }
@@ -536,15 +655,18 @@ impl CatalogService {
         }
     }
 
-    /// Signs and seals a new serial and stores its redacted copy.
+    /// Seals and signs a new serial and stores its redacted copy.
+    #[allow(clippy::too_many_arguments)]
     async fn issue(
         &self,
         slot: &NodeSlot,
         request: &NodeRequest,
         compiled: CompiledCatalog,
         content_mac: [u8; 32],
+        recipient: &[u8; 32],
+        certificate: &IssuedCertificate,
         site_hash: &str,
-    ) -> Result<Arc<Issued>, CatalogError> {
+    ) -> Result<(Arc<Issued>, Bytes), CatalogError> {
         // The floor: what the database holds (it may be newer than this process's memory after
         // another instance ran, and it is durable), and what this process issued.
         let stored = db::nodes::get_by_name(&self.db, &request.node)
@@ -559,59 +681,139 @@ impl CatalogService {
         catalog.serial = serial;
         let redacted_json =
             serde_json::to_string(&redacted(&catalog)).map_err(|_| CatalogError::Task)?;
-        let recipient = decode_key(&request.encryption_key).ok_or(CatalogError::Task)?;
-        seal_catalog_secrets(&mut catalog, &recipient, &mut OsRng);
-        let certificate = self.keys.certificate();
-        let envelope = sign_catalog(&catalog, self.keys.catalog_key(), &certificate.envelope)?;
-        let digest = catalog_digest(&canonical_bytes(&catalog));
+        let mut issued = Issued {
+            serial,
+            digest: String::new(),
+            compiled_at: catalog.compiled_at,
+            expires_at: catalog.expires_at,
+            provenance: catalog.provenance.clone(),
+            content_mac,
+            certificate_generation: certificate.generation,
+            encryption_key: request.encryption_key.clone(),
+        };
+        let (envelope, digest) = self.build_envelope(&catalog, &issued, recipient, certificate)?;
+        issued.digest = digest;
         db::catalogs::insert(
             &self.db,
             &db::catalogs::CatalogRecord {
                 node: request.node.clone(),
                 serial,
-                digest: digest.clone(),
-                compiled_at: catalog.compiled_at,
-                expires_at: catalog.expires_at,
+                digest: issued.digest.clone(),
+                compiled_at: issued.compiled_at,
+                expires_at: issued.expires_at,
                 site_hash: site_hash.to_owned(),
                 redacted_json,
             },
         )
         .await?;
-        Ok(Arc::new(Issued {
-            serial,
-            digest,
-            envelope,
-            compiled_at: catalog.compiled_at,
-            expires_at: catalog.expires_at,
+        Ok((Arc::new(issued), envelope))
+    }
+
+    /// The signed envelope of `catalog` (as compiled, secrets unsealed) under `issued`'s serial,
+    /// times and provenance, and its payload digest. Deterministic: the same content gives the
+    /// same bytes.
+    fn build_envelope(
+        &self,
+        catalog: &Catalog,
+        issued: &Issued,
+        recipient: &[u8; 32],
+        certificate: &IssuedCertificate,
+    ) -> Result<(Bytes, String), CatalogError> {
+        let mut catalog = catalog.clone();
+        catalog.serial = issued.serial;
+        catalog.compiled_at = issued.compiled_at;
+        catalog.expires_at = issued.expires_at;
+        catalog.provenance = issued.provenance.clone();
+        seal_catalog_secrets_deterministic(&mut catalog, recipient, self.keys.sealing_key());
+        let mut envelope = sign_catalog(&catalog, self.keys.catalog_key(), &certificate.envelope)?;
+        // Kept in the envelope cache: without the serializer's spare capacity.
+        envelope.shrink_to_fit();
+        let digest = catalog_digest(&canonical_bytes(&catalog));
+        Ok((Bytes::from(envelope), digest))
+    }
+
+    /// After a restart: the node's current serial as the database recorded it, if `catalog`
+    /// (this compile) rebuilds it exactly (same payload digest) and it could still be served.
+    async fn restore(
+        &self,
+        request: &NodeRequest,
+        catalog: &Catalog,
+        content_mac: [u8; 32],
+        recipient: &[u8; 32],
+        certificate: &IssuedCertificate,
+        now: Timestamp,
+    ) -> Result<Option<(Arc<Issued>, Bytes)>, CatalogError> {
+        let Some(stored_serial) = request.stored_serial else {
+            return Ok(None);
+        };
+        let Some(record) = db::catalogs::latest(&self.db, &request.node).await? else {
+            return Ok(None);
+        };
+        // The envelope served then carried the certificate of its time: a newer one means the
+        // agents should get a new serial signed under it.
+        if record.serial != stored_serial || certificate.issued_at > record.compiled_at {
+            return Ok(None);
+        }
+        let Some(provenance) = provenance_of(&record.redacted_json) else {
+            return Ok(None);
+        };
+        let issued = Issued {
+            serial: record.serial,
+            digest: record.digest,
+            compiled_at: record.compiled_at,
+            expires_at: record.expires_at,
+            provenance,
             content_mac,
             certificate_generation: certificate.generation,
             encryption_key: request.encryption_key.clone(),
-        }))
+        };
+        if !issued.reusable(now, certificate.generation, &request.encryption_key) {
+            return Ok(None);
+        }
+        let (envelope, digest) = self.build_envelope(catalog, &issued, recipient, certificate)?;
+        if digest != issued.digest {
+            return Ok(None);
+        }
+        Ok(Some((Arc::new(issued), envelope)))
     }
 
-    /// Records a failed compile and answers with the last good envelope, or 503.
+    /// Records a failed compile and answers with the last good serial (304 to an agent that
+    /// holds it, its envelope if still cached), or 503.
     async fn fail(
         &self,
         slot: &mut NodeSlot,
-        node: &NodeId,
+        request: &NodeRequest,
         message: &str,
         site_hash: Option<&str>,
         now: Timestamp,
     ) -> Result<CatalogAnswer, CatalogError> {
+        let node = &request.node;
         Metrics::inc(&self.metrics.compile_failures);
         slot.failed = true;
         tracing::warn!(node = %node, "catalog compile failed; last good catalog kept");
         db::compile_failures::record(&self.db, node, now, message, site_hash).await?;
-        match &slot.current {
-            Some(issued) if now < issued.expires_at => {
-                Metrics::inc(&self.metrics.stale_served);
-                Ok(CatalogAnswer::Envelope {
-                    issued: Arc::clone(issued),
-                    stale: true,
-                })
-            }
-            _ => Ok(CatalogAnswer::Unavailable),
+        let Some(issued) = slot
+            .current
+            .as_ref()
+            .filter(|issued| now < issued.expires_at)
+        else {
+            return Ok(CatalogAnswer::Unavailable);
+        };
+        let held = request.holds(&issued.digest);
+        let envelope = if held {
+            None
+        } else {
+            self.envelopes.get(node, &issued.digest)
+        };
+        if !held && envelope.is_none() {
+            return Ok(CatalogAnswer::Unavailable);
         }
+        Metrics::inc(&self.metrics.stale_served);
+        Ok(CatalogAnswer::Envelope {
+            issued: Arc::clone(issued),
+            envelope,
+            stale: true,
+        })
     }
 
     fn input_mac(
@@ -698,6 +900,12 @@ pub fn redacted(catalog: &Catalog) -> Catalog {
         }
     }
     copy
+}
+
+/// The provenance of a stored redacted catalog.
+fn provenance_of(redacted_json: &str) -> Option<Provenance> {
+    let mut catalog: serde_json::Value = serde_json::from_str(redacted_json).ok()?;
+    serde_json::from_value(catalog.get_mut("provenance")?.take()).ok()
 }
 
 fn load_error_message(error: &LoadError) -> String {

@@ -5,7 +5,11 @@
 pub mod admin;
 pub mod catalog;
 pub mod enroll;
+pub mod envelopes;
+pub mod facts;
+pub mod nonces;
 pub mod rate_limit;
+pub mod reports;
 pub mod vault_source;
 pub mod waiters;
 

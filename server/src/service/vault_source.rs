@@ -4,7 +4,9 @@
 //! empty map for a path that failed (THREATS K6, R3).
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
 
 use steward_catalogs::loader::load_vault_file;
 use steward_catalogs::VaultData;
@@ -16,8 +18,79 @@ use crate::vault::{VaultClient, VaultError};
 pub enum VaultBackend {
     /// A Vault server.
     Client(VaultClient),
-    /// A file, re-read at every fetch.
-    File(PathBuf),
+    /// A file, re-read when it changes.
+    File(VaultFile),
+}
+
+/// The offline Vault data file, parsed again only when its size, times or inode change (a
+/// `stat` per fetch instead of a read and a YAML parse).
+#[derive(Debug, Clone)]
+pub struct VaultFile {
+    path: PathBuf,
+    parsed: ParsedFile,
+}
+
+/// The last parse of the file and the stamp it was made from.
+type ParsedFile = Arc<Mutex<Option<(FileStamp, Arc<VaultData>)>>>;
+
+/// What tells one version of a file from the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    inode: u64,
+    modified: Option<SystemTime>,
+    changed: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            len: meta.len(),
+            inode: meta.ino(),
+            modified: meta.modified().ok(),
+            changed: (meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+}
+
+impl VaultFile {
+    /// The file at `path` (read at the first fetch).
+    pub fn new(path: PathBuf) -> VaultFile {
+        VaultFile {
+            path,
+            parsed: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The whole file, parsed; from memory while it has not changed.
+    async fn load(&self) -> Result<Arc<VaultData>, FetchError> {
+        // Stamped before reading: a change during the read shows at the next fetch.
+        let stamp = FileStamp::of(&self.path);
+        if let (Some(stamp), Some((cached, data))) = (
+            stamp,
+            &*self.parsed.lock().unwrap_or_else(PoisonError::into_inner),
+        ) {
+            if stamp == *cached {
+                return Ok(Arc::clone(data));
+            }
+        }
+        let file = self.path.clone();
+        let data = tokio::task::spawn_blocking(move || load_vault_file(&file))
+            .await
+            .map_err(|_| FetchError::Unavailable("reading the vault data file failed".into()))?
+            .map_err(|error| FetchError::Unavailable(format!("vault data file: {error}")))?;
+        let data = Arc::new(data);
+        *self.parsed.lock().unwrap_or_else(PoisonError::into_inner) =
+            stamp.map(|stamp| (stamp, Arc::clone(&data)));
+        Ok(data)
+    }
 }
 
 /// Why Vault data could not be read.
@@ -43,15 +116,7 @@ impl VaultBackend {
                 })
             }
             VaultBackend::File(file) => {
-                let file = file.clone();
-                let all = tokio::task::spawn_blocking(move || load_vault_file(&file))
-                    .await
-                    .map_err(|_| {
-                        FetchError::Unavailable("reading the vault data file failed".into())
-                    })?
-                    .map_err(|error| {
-                        FetchError::Unavailable(format!("vault data file: {error}"))
-                    })?;
+                let all = file.load().await?;
                 let mut data = VaultData::default();
                 for path in paths {
                     match all.paths.get(path) {
@@ -71,10 +136,13 @@ impl VaultBackend {
         match self {
             VaultBackend::Client(client) => client.health().await.map_err(|e| error_chain(&e)),
             VaultBackend::File(file) => {
-                if file.is_file() {
+                if file.path().is_file() {
                     Ok(())
                 } else {
-                    Err(format!("vault data file {} is missing", file.display()))
+                    Err(format!(
+                        "vault data file {} is missing",
+                        file.path().display()
+                    ))
                 }
             }
         }
