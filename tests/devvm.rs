@@ -2,88 +2,23 @@
 //! server on the example site, the agent inside a root booted with systemd as PID 1 (sharing
 //! this machine's loopback), enrollment with a join string, two runs.
 //!
-//! The test copy of the site changes only what cannot work offline here: git URLs point to
-//! fixture repositories inside the root, the package list is cut to what the accounts need
-//! (`zsh`, `git`, `tmux`, `jq`), the swap file is small, and a stand-in `t3` binary lets the
-//! per-user unit run.
+//! The test copy of the site ([`example_site_copy`]) changes only what cannot work offline
+//! here; [`FIXTURES`] makes the git repositories it points to and a stand-in `t3` binary.
 
 #[path = "../agent/tests/support/mod.rs"]
 mod support;
 
 use std::path::Path;
 
-use steward_tests::ServerProcess;
+use steward_tests::{example_site_copy, ServerProcess, FIXTURES};
 use support::Root;
 
 fn patched_site(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let site = dir.join("site");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/example-site"),
-        &site,
-    );
-    let yaml = std::fs::read_to_string(site.join("site.yaml")).unwrap();
-    let replacements = [
-        (
-            "packages: [curl, git, git-crypt, jq, nodejs, npm, podman, python3, ripgrep, tmux, unzip, zsh]",
-            "packages: [git, jq, tmux, zsh]",
-        ),
-        ("url: https://forgejo.homelab.example\n", "url: file:///srv/fixtures\n"),
-        (
-            "mirror_url: https://github.com/example/infra.git",
-            "mirror_url: file:///srv/fixtures/viktor/infra.git",
-        ),
-        (
-            "url: https://forgejo.homelab.example/viktor/config-base.git",
-            "url: file:///srv/fixtures/viktor/config-base.git",
-        ),
-        ("size_mib: 8192", "size_mib: 16"),
-    ];
-    let mut patched = yaml.clone();
-    for (from, to) in replacements {
-        assert!(patched.contains(from), "site.yaml no longer has {from:?}");
-        patched = patched.replace(from, to);
-    }
-    std::fs::write(site.join("site.yaml"), patched).unwrap();
+    let site = example_site_copy(dir);
     let vault = dir.join("vault-data.yaml");
     std::fs::copy(site.join("vault-data.yaml"), &vault).unwrap();
     (site, vault)
 }
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
-/// Bare fixture repositories inside the root, each with one commit on `master`.
-const FIXTURES: &str = r##"set -e
-mk() {
-  repo=/srv/fixtures/viktor/$1.git; shift
-  git init -q --bare -b master "$repo"
-  work=$(mktemp -d); git -C "$work" init -q -b master
-  "$@" "$work"
-  git -C "$work" add -A
-  git -C "$work" -c user.name=fixture -c user.email=f@example.invalid commit -q -m init
-  git -C "$work" push -q "$repo" master
-  rm -rf "$work"
-}
-config_base() { mkdir -p "$1/claude"; for d in skills rules agents commands; do mkdir -p "$1/claude/$d"; echo "# $d" > "$1/claude/$d/README.md"; done; }
-infra() { echo "# infra docs" > "$1/README.md"; printf '\000GITCRYPT\000ciphertext' > "$1/secret.enc"; }
-tripit() { echo "# tripit" > "$1/README.md"; }
-mk config-base config_base
-mk infra infra
-mk tripit tripit
-chmod -R a+rX /srv/fixtures
-printf '#!/bin/sh\nexec sleep infinity\n' > /usr/local/bin/t3
-chmod 0755 /usr/local/bin/t3
-"##;
 
 #[test]
 fn the_example_site_converges_a_booted_devvm_and_a_second_run_changes_nothing() {

@@ -91,6 +91,28 @@ impl ServerProcess {
         server
     }
 
+    /// Starts the server with a configuration file the caller wrote: it must set `data_dir`
+    /// to `data_dir` and `[admin] token_sha256` to the SHA-256 (hex) of `admin_token`; `url` is
+    /// where it answers (its TLS certificate must cover that host). The log goes to `log`.
+    pub fn start_with_config(
+        config: PathBuf,
+        data_dir: PathBuf,
+        url: String,
+        admin_token: String,
+        log: PathBuf,
+    ) -> ServerProcess {
+        let mut server = ServerProcess {
+            url,
+            config,
+            data_dir,
+            admin_token,
+            log,
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
     /// (Re)starts the process and waits until `/healthz` answers.
     pub fn restart(&mut self) {
         self.stop();
@@ -290,3 +312,87 @@ impl AgentProcess {
         )
     }
 }
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The packages the test copy of the example site keeps (what the accounts need).
+pub const EXAMPLE_SITE_PACKAGES: &str = "git jq tmux zsh";
+
+/// A copy of the example site in `dir/site`, changed only where it cannot work offline: git
+/// URLs point to fixture repositories inside the roots ([`FIXTURES`]), the packages are cut to
+/// [`EXAMPLE_SITE_PACKAGES`], the swap file is 16 MiB.
+pub fn example_site_copy(dir: &Path) -> PathBuf {
+    let site = dir.join("site");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/example-site"),
+        &site,
+    );
+    let packages = format!(
+        "packages: [{}]",
+        EXAMPLE_SITE_PACKAGES
+            .split(' ')
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let replacements = [
+        (
+            "packages: [curl, git, git-crypt, jq, nodejs, npm, podman, python3, ripgrep, tmux, unzip, zsh]",
+            packages.as_str(),
+        ),
+        ("url: https://forgejo.homelab.example\n", "url: file:///srv/fixtures\n"),
+        (
+            "mirror_url: https://github.com/example/infra.git",
+            "mirror_url: file:///srv/fixtures/viktor/infra.git",
+        ),
+        (
+            "url: https://forgejo.homelab.example/viktor/config-base.git",
+            "url: file:///srv/fixtures/viktor/config-base.git",
+        ),
+        ("size_mib: 8192", "size_mib: 16"),
+    ];
+    let path = site.join("site.yaml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for (from, to) in replacements {
+        assert!(text.contains(from), "site.yaml no longer has {from:?}");
+        text = text.replacen(from, to, 1);
+    }
+    std::fs::write(&path, text).unwrap();
+    site
+}
+
+/// Bare fixture repositories inside a root, each with one commit on `master`, and the
+/// stand-in `t3` (as tests/devvm.rs). The infra repository ignores `.beads/` as the real one
+/// does, so a clone holding the provisioned credential stays clean and can be refreshed.
+pub const FIXTURES: &str = r##"set -e
+mk() {
+  repo=/srv/fixtures/viktor/$1.git; shift
+  git init -q --bare -b master "$repo"
+  work=$(mktemp -d); git -C "$work" init -q -b master
+  "$@" "$work"
+  git -C "$work" add -A
+  git -C "$work" -c user.name=fixture -c user.email=f@example.invalid commit -q -m init
+  git -C "$work" push -q "$repo" master
+  rm -rf "$work"
+}
+config_base() { mkdir -p "$1/claude"; for d in skills rules agents commands; do mkdir -p "$1/claude/$d"; echo "# $d" > "$1/claude/$d/README.md"; done; }
+infra() { echo "# infra docs" > "$1/README.md"; printf '\000GITCRYPT\000ciphertext' > "$1/secret.enc"; printf '.beads/\n' > "$1/.gitignore"; }
+tripit() { echo "# tripit" > "$1/README.md"; }
+mk config-base config_base
+mk infra infra
+mk tripit tripit
+chmod -R a+rX /srv/fixtures
+printf '#!/bin/sh\nexec sleep infinity\n' > /usr/local/bin/t3
+chmod 0755 /usr/local/bin/t3
+"##;
