@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{json, Value};
-use steward_tests::{bin, free_port, AgentProcess, ServerProcess};
+use steward_tests::{bin, free_port, sandbox_root, AgentProcess, ServerProcess};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -308,16 +308,6 @@ bundles:
     )
     .unwrap();
     (site, vault)
-}
-
-fn sandbox_root(dir: &Path) -> PathBuf {
-    let root = dir.join("root");
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::create_dir_all(root.join("srv")).unwrap();
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
-    std::fs::write(root.join("etc/hostname"), "lab-1\n").unwrap();
-    root
 }
 
 /// `steward-server ui hash-password` with the password on stdin.

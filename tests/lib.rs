@@ -396,3 +396,14 @@ chmod -R a+rX /srv/fixtures
 printf '#!/bin/sh\nexec sleep infinity\n' > /usr/local/bin/t3
 chmod 0755 /usr/local/bin/t3
 "##;
+
+/// A sandbox root for host `lab-1` with just enough of `/etc` for owner names to resolve.
+pub fn sandbox_root(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(root.join("srv")).unwrap();
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+    std::fs::write(root.join("etc/hostname"), "lab-1\n").unwrap();
+    root
+}

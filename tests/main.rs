@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use steward_tests::{AgentProcess, ServerProcess};
+use steward_tests::{sandbox_root, AgentProcess, ServerProcess};
 
 /// A small site: one host class `lab` with a directory, a templated file and a sensitive file
 /// whose value comes from Vault data.
@@ -40,17 +40,6 @@ bundles:
     )
     .unwrap();
     (site, vault, canary)
-}
-
-/// A sandbox root with just enough of `/etc` for owner names to resolve.
-fn sandbox_root(dir: &Path) -> std::path::PathBuf {
-    let root = dir.join("root");
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::create_dir_all(root.join("srv")).unwrap();
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
-    std::fs::write(root.join("etc/hostname"), "lab-1\n").unwrap();
-    root
 }
 
 fn runs_of(server: &ServerProcess, node: &str) -> Vec<serde_json::Value> {
