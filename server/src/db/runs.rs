@@ -278,14 +278,15 @@ macro_rules! event_columns {
     };
 }
 
-/// `SELECT` of the last result of one resource on one node
-/// (index `resource_events_by_node_resource`).
+/// `SELECT` of the last result of one resource on one node: the node's runs newest first
+/// (index `runs_by_node_time`), each run's events by `UNIQUE (run_id, seq)`, stopping at the
+/// first run that has the resource.
 pub(crate) const LAST_EVENT_FOR_RESOURCE_SQL: &str = concat!(
     "SELECT r.uuid, n.name AS node, e.run_started_at, ",
     event_columns!(),
-    " FROM resource_events e JOIN runs r ON r.id = e.run_id JOIN nodes n ON n.id = e.node_id \
-     WHERE e.node_id = (SELECT id FROM nodes WHERE name = ?1) AND e.resource = ?2 \
-     ORDER BY e.run_started_at DESC, e.id DESC LIMIT 1"
+    " FROM runs r JOIN resource_events e ON e.run_id = r.id JOIN nodes n ON n.id = r.node_id \
+     WHERE r.node_id = (SELECT id FROM nodes WHERE name = ?1) AND e.resource = ?2 \
+     ORDER BY r.started_at DESC, r.id DESC LIMIT 1"
 );
 
 /// `SELECT` of events with one status across the fleet, newest first
@@ -574,6 +575,9 @@ pub async fn get_with_events(
 }
 
 /// The most recent event of `resource` on `node` ("last result of X"), by run start time.
+///
+/// Reads the node's runs newest first until one has the resource: one run's events when the
+/// resource is still in the catalog, the node's whole history when it never was.
 pub async fn last_event_for_resource(
     db: impl Into<Handle<'_>>,
     node: &NodeId,

@@ -85,7 +85,9 @@ async fn event_queries_use_their_indexes() {
         .fetch_all(db.pool())
         .await
         .unwrap();
-    assert_indexed(&details(rows), "resource_events_by_node_resource");
+    let plan = details(rows);
+    assert_indexed(&plan, "runs_by_node_time");
+    assert_indexed(&plan, "sqlite_autoindex_resource_events_1");
 
     let rows: Vec<PlanRow> = sqlx::query_as(&explain(runs::EVENTS_WITH_STATUS_SQL))
         .bind("failed")

@@ -1,0 +1,11 @@
+-- Steward server schema, version 4: one index fewer on the hottest table.
+--
+-- Forward-only: once merged, this file is never edited.
+--
+-- `resource_events_by_node_resource` (node, resource, run start) put each of a report's events
+-- at a different place of an index that grows with every run, so a 500-event report touched
+-- about 500 index pages and report ingest was bound by it (132 reports/s; 472 without it, on
+-- the load benchmark). Nothing needs it: the UI reads a node's last run and its events through
+-- `UNIQUE (run_id, seq)`, and "last result of X on node N" walks the node's runs newest first
+-- (`runs_by_node_time`) and stops at the first run that has X.
+DROP INDEX resource_events_by_node_resource;
