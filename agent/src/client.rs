@@ -88,14 +88,15 @@ impl Client {
         })
     }
 
-    /// `POST /v1/enroll`.
-    pub fn enroll(&self, request: &EnrollRequest) -> Result<EnrollResponse, ClientError> {
+    /// `POST /v1/enroll`, signed with `key`, the key it enrolls (proof of possession).
+    pub fn enroll(
+        &self,
+        key: &SigningKeyPair,
+        request: &EnrollRequest,
+    ) -> Result<EnrollResponse, ClientError> {
         let body = serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let response = self
-            .http
-            .post(format!("{}/v1/enroll", self.base))
-            .header("content-type", "application/json")
-            .body(body)
+            .signed(key, "POST", "/v1/enroll", body)?
             .send()
             .map_err(transport)?;
         let response = check(response)?;

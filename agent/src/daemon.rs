@@ -49,15 +49,16 @@ pub fn enroll_once(
         .or_else(|| facts.hostname.clone())
         .context("cannot tell this host's name; pass --hostname")?;
     let b64 = base64::engine::general_purpose::STANDARD;
+    let signing_key = state.signing_key()?;
     let request = EnrollRequest {
         hostname,
-        signing_key: b64.encode(state.signing_key()?.public_bytes()),
+        signing_key: b64.encode(signing_key.public_bytes()),
         encryption_key: b64.encode(state.encryption_key()?.public_bytes()),
         facts,
         token: Some(join.token().expose()),
         agent_version: facts::AGENT_VERSION.to_string(),
     };
-    let response = client.enroll(&request)?;
+    let response = client.enroll(&signing_key, &request)?;
     check_enrollment(&response, join.root_key_id())?;
     let approved = response.status == EnrollmentStatus::Approved;
     match response.status {

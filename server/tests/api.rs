@@ -487,13 +487,9 @@ async fn enroll_rate_limited_per_token() {
     }
     assert_eq!(&statuses[..3], [StatusCode::OK; 3]);
     assert_eq!(statuses[3], StatusCode::TOO_MANY_REQUESTS);
-    let response = server
-        .client
-        .post(format!("{}/v1/enroll", server.url))
-        .json(&Agent::new("ws-9").enroll_request(Some(&token)))
-        .send()
-        .await
-        .unwrap();
+    let agent = Agent::new("ws-9");
+    let body = serde_json::to_vec(&agent.enroll_request(Some(&token))).unwrap();
+    let response = post_enroll(&server, &body, &agent.sign("POST", "/v1/enroll", &body)).await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(response.headers().contains_key("retry-after"));
 }
@@ -636,6 +632,56 @@ async fn server_quarantines_key_seen_with_two_machine_ids() {
     assert_eq!(other.catalog(&server).await.status(), StatusCode::FORBIDDEN);
     let (_, node) = server.admin(Method::GET, "/api/v1/nodes/ws-01", None).await;
     assert_eq!(node["node"]["status"], "quarantined");
+}
+
+/// `POST /v1/enroll` of exactly `body` with `headers`.
+async fn post_enroll(
+    server: &TestServer,
+    body: &[u8],
+    headers: &[(&'static str, String)],
+) -> reqwest::Response {
+    let mut request = server
+        .client
+        .post(format!("{}/v1/enroll", server.url))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    request.send().await.unwrap()
+}
+
+/// THREATS E4 must not become a way to lock a host out: enrolling a host's public key (which is
+/// no secret) with another machine id needs its private key.
+#[tokio::test]
+async fn enrollment_needs_proof_of_possession_of_the_key() {
+    let server = TestServer::start().await;
+    let victim = Agent::new("devvm");
+    server.enroll_approved(&victim).await;
+    // The victim's public keys with another machine id, as a cloned host would send them.
+    let body = serde_json::to_vec(&victim.clone_on_another_machine().enroll_request(None)).unwrap();
+    // Unsigned, and signed by another key: refused, with nothing said.
+    let unsigned = post_enroll(&server, &body, &[]).await;
+    assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+    let attacker = Agent::new("devvm");
+    let forged = post_enroll(&server, &body, &attacker.sign("POST", "/v1/enroll", &body)).await;
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+    assert!(!forged.text().await.unwrap().contains("machine"));
+    assert_eq!(victim.catalog(&server).await.status(), StatusCode::OK);
+
+    // The victim's own signed enrollment replayed: refused the second time.
+    let own = serde_json::to_vec(&victim.enroll_request(None)).unwrap();
+    let headers = victim.sign("POST", "/v1/enroll", &own);
+    assert_eq!(
+        post_enroll(&server, &own, &headers).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        post_enroll(&server, &own, &headers).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let (_, node) = server.admin(Method::GET, "/api/v1/nodes/devvm", None).await;
+    assert_eq!(node["node"]["status"], "approved");
 }
 
 #[tokio::test]

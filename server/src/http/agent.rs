@@ -10,6 +10,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use steward_protocol::request::SignedRequestHeaders;
 use steward_protocol::{
     strict, EnrollRequest, EnrollResponse, Facts, RunReport, Serial, Totals, MAX_ENROLL_BYTES,
     MAX_REPORT_BYTES,
@@ -22,17 +23,19 @@ use crate::http::error::ApiError;
 use crate::metrics::Metrics;
 use crate::service;
 use crate::service::catalog::{CatalogAnswer, NodeRequest};
-use crate::service::enroll::{self as enrollment, EnrollContext};
+use crate::service::enroll::{self as enrollment, EnrollContext, Possession};
 use crate::service::reports::ReportError;
 use crate::state::AppState;
 
 /// Largest facts document in a catalog request.
 pub const MAX_FACTS_BYTES: usize = 64 * 1024;
 
-/// `POST /v1/enroll`: a host asks to join. The token travels only in this body.
+/// `POST /v1/enroll`: a host asks to join. The token travels only in this body; the request is
+/// signed with the key it enrolls (see [`enrollment::Possession`]).
 pub async fn enroll(
     State(state): State<AppState>,
     client: ClientAddr,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Json<EnrollResponse>, ApiError> {
     let bytes = axum::body::to_bytes(body, MAX_ENROLL_BYTES)
@@ -46,8 +49,26 @@ pub async fn enroll(
         catalogs: &state.catalogs,
         settings: &state.config.enroll,
         limits: &state.enroll_limits,
+        nonces: &state.nonces,
+        max_clock_skew_secs: state.config.max_clock_skew_secs,
     };
-    match enrollment::enroll(context, &request, &client.source(), service::now()).await {
+    let signature = SignedRequestHeaders::from_lookup(|name| {
+        headers.get(name).and_then(|value| value.to_str().ok())
+    })
+    .ok();
+    let possession = Possession {
+        headers: signature.as_ref(),
+        body: &bytes,
+    };
+    match enrollment::enroll(
+        context,
+        &request,
+        possession,
+        &client.source(),
+        service::now(),
+    )
+    .await
+    {
         Ok(response) => Ok(Json(response)),
         Err(error) => {
             Metrics::inc(&state.metrics.enroll_refused);

@@ -109,6 +109,7 @@ impl From<EnrollError> for ApiError {
     fn from(error: EnrollError) -> ApiError {
         match error {
             EnrollError::BadRequest(message) => ApiError::BadRequest(message),
+            EnrollError::Unsigned => ApiError::Unauthorized,
             EnrollError::TokenRefused => ApiError::ForbiddenBecause(
                 "bootstrap token refused: unknown, revoked, expired, spent, or not valid for this hostname",
             ),

@@ -2,7 +2,7 @@
 //!
 //! | route | who |
 //! | --- | --- |
-//! | `POST /v1/enroll` | public |
+//! | `POST /v1/enroll` | public (signed by the key it enrolls) |
 //! | `POST /v1/catalog`, `GET /v1/wait`, `POST /v1/reports` | agents (signed requests) |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | public |
 //! | `/api/v1/...` | admin bearer token |

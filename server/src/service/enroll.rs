@@ -14,6 +14,9 @@
 //! - The same key reported with another machine id is a cloned identity: the node is
 //!   quarantined and every request refused until an admin acts (E4).
 //! - Requests are rate-limited per source address and per token.
+//! - The request is signed with the key it enrolls (proof of possession, the protocol's request
+//!   scheme with a fresh nonce), so nobody can enroll, or get quarantined, a key they do not
+//!   hold: public keys are not secrets.
 
 use std::time::Instant;
 
@@ -21,6 +24,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use steward_catalogs::compile::glob_match;
 use steward_protocol::join::BootstrapToken;
+use steward_protocol::request::{verify_request, SignedRequestHeaders};
 use steward_protocol::{
     is_valid_hostname, EnrollRequest, EnrollResponse, EnrollmentStatus, KeyId, NodeId, Timestamp,
 };
@@ -33,6 +37,7 @@ use crate::db::tokens::{Consumption, SecretHash, Token};
 use crate::db::{self, Db, DbError};
 use crate::keys::ServerKeys;
 use crate::service::catalog::CatalogService;
+use crate::service::nonces::{NonceCheck, NonceStore};
 use crate::service::rate_limit::RateLimiter;
 
 /// Longest machine id accepted.
@@ -49,6 +54,10 @@ pub enum EnrollError {
     /// No token, or the token is not valid for this request.
     #[error("bootstrap token refused")]
     TokenRefused,
+    /// The request is not signed by the key it enrolls (or is stale or replayed). The caller
+    /// learns nothing more.
+    #[error("enrollment request not signed by its key")]
+    Unsigned,
     /// Too many requests from this address or with this token.
     #[error("too many enrollment requests; retry later")]
     RateLimited {
@@ -93,12 +102,67 @@ pub struct EnrollContext<'a> {
     pub settings: &'a EnrollSettings,
     /// Rate limiters.
     pub limits: &'a EnrollLimits,
+    /// Nonces of signed requests (replay protection).
+    pub nonces: &'a NonceStore,
+    /// Largest accepted clock difference of a signed request, seconds.
+    pub max_clock_skew_secs: u32,
 }
+
+/// The proof that the caller holds the key it enrolls: the request's signature headers and the
+/// exact body they sign (`POST /v1/enroll`).
+#[derive(Debug, Clone, Copy)]
+pub struct Possession<'a> {
+    /// Signature headers, when the request had them.
+    pub headers: Option<&'a SignedRequestHeaders>,
+    /// The raw body.
+    pub body: &'a [u8],
+}
+
+/// Refuses a request not signed by `signing_key` (the key it enrolls), stale, or replayed.
+fn check_possession(
+    context: &EnrollContext<'_>,
+    signing_key: &[u8; 32],
+    possession: Possession<'_>,
+    now: Timestamp,
+) -> Result<(), EnrollError> {
+    let Some(headers) = possession.headers else {
+        tracing::info!("enrollment request without a signature refused");
+        return Err(EnrollError::Unsigned);
+    };
+    let skew = context.max_clock_skew_secs;
+    if let Err(refusal) = verify_request(
+        signing_key,
+        "POST",
+        ENROLL_PATH,
+        headers,
+        possession.body,
+        now,
+        skew,
+    ) {
+        tracing::info!(reason = %refusal, "enrollment request with a bad signature refused");
+        return Err(EnrollError::Unsigned);
+    }
+    // Verified, so the timestamp parses and is within the skew of now.
+    let request_time = headers.timestamp.parse().map_or(now, Timestamp);
+    if context
+        .nonces
+        .check_and_record(&headers.key, &headers.nonce, request_time, now)
+        == NonceCheck::Replay
+    {
+        tracing::warn!("replayed enrollment request refused");
+        return Err(EnrollError::Unsigned);
+    }
+    Ok(())
+}
+
+/// The path enrollment requests are signed for.
+pub const ENROLL_PATH: &str = "/v1/enroll";
 
 /// Handles one enrollment request from `source` (an address, or `unix` for the socket).
 pub async fn enroll(
     context: EnrollContext<'_>,
     request: &EnrollRequest,
+    possession: Possession<'_>,
     source: &str,
     now: Timestamp,
 ) -> Result<EnrollResponse, EnrollError> {
@@ -114,6 +178,7 @@ pub async fn enroll(
     let signing_key = decode_key(&request.signing_key, "signing_key")?;
     decode_key(&request.encryption_key, "encryption_key")?;
     let key_id = KeyId::of_public_key_bytes(&signing_key);
+    check_possession(&context, &signing_key, possession, now)?;
     let token = match &request.token {
         Some(text) => Some(
             BootstrapToken::parse(text)

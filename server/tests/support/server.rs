@@ -428,15 +428,12 @@ impl Agent {
         }
     }
 
-    /// `POST /v1/enroll`.
+    /// `POST /v1/enroll`, signed with this host's key (proof of possession).
     pub async fn enroll(&self, server: &TestServer, token: Option<&str>) -> (StatusCode, Value) {
-        let response = server
-            .client
-            .post(format!("{}/v1/enroll", server.url))
-            .json(&self.enroll_request(token))
-            .send()
-            .await
-            .unwrap();
+        let body = serde_json::to_vec(&self.enroll_request(token)).unwrap();
+        let response = self
+            .signed(server, Method::POST, "/v1/enroll", body, &[])
+            .await;
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
     }
