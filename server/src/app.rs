@@ -42,6 +42,9 @@ const CERTIFICATE_CHECK: Duration = Duration::from_secs(3600);
 const RUN_NOW_SWEEP: Duration = Duration::from_secs(5);
 /// How often the WAL is copied back into the database file in the background.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often expired web UI sessions and old failed-login records are deleted (they are refused
+/// at use anyway; this keeps the tables small).
+const SESSION_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// A built server: state, TLS configuration and the shutdown switch.
 #[derive(Debug)]
@@ -269,8 +272,9 @@ pub async fn serve(
 }
 
 /// Site reloads (so long-polls notice changes without agent traffic), certificate renewal, the
-/// run-now sweep, writing accepted request nonces, and WAL checkpoints (so that the connection
-/// that commits, usually the report writer, does not copy the WAL back itself).
+/// run-now sweep, writing accepted request nonces, WAL checkpoints (so that the connection that
+/// commits, usually the report writer, does not copy the WAL back itself) and pruning expired
+/// UI sessions.
 fn spawn_background(state: &AppState) -> tokio::task::JoinSet<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let site_state = state.clone();
@@ -337,6 +341,20 @@ fn spawn_background(state: &AppState) -> tokio::task::JoinSet<()> {
             interval.tick().await;
             if let Err(error) = checkpoint_db.checkpoint_passive().await {
                 tracing::warn!(error = %error, "checkpointing the WAL failed");
+            }
+        }
+    });
+    let session_state = state.clone();
+    tasks.spawn(async move {
+        let mut interval = tokio::time::interval(SESSION_PRUNE_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            interval.tick().await;
+            let settings = &session_state.config.ui;
+            if let Err(error) =
+                crate::ui::session::prune(&session_state.db, settings, service::now()).await
+            {
+                tracing::warn!(error = %error, "pruning expired ui sessions failed");
             }
         }
     });

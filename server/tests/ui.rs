@@ -887,6 +887,71 @@ async fn pages_show_the_fleet_runs_failures_and_enrollment() {
     assert!(audit.body.contains("token.create") && audit.body.contains("node.approve"));
 }
 
+/// "Reject" refuses only what waits: a new key beside an approved node's key is refused for
+/// good and the node keeps working; a new node is revoked.
+#[tokio::test]
+async fn rejecting_a_waiting_key_keeps_the_node_and_its_current_key() {
+    let server = ui_server("").await;
+    let current = Agent::new("devvm");
+    server.enroll_approved(&current).await;
+    // The same hostname with a new key and a token that may not re-enroll: the key waits.
+    let token = support::server::token_of(&server.token(json!({ "uses": 5 })).await);
+    let newcomer = Agent::new("devvm");
+    let (_, body) = newcomer.enroll(&server, Some(&token)).await;
+    assert_eq!(body["status"], "pending", "{body}");
+    let stranger = Agent::new("lab-2");
+    let (_, body) = stranger.enroll(&server, Some(&token)).await;
+    assert_eq!(body["status"], "pending", "{body}");
+
+    let mut browser = Browser::logged_in(&server).await;
+    let node = browser.get("/ui/nodes/devvm").await;
+    assert!(
+        node.body.contains("id=\"reject\""),
+        "offered on the node page"
+    );
+    let enrollment = browser.get("/ui/enrollment").await;
+    assert!(enrollment.body.contains(&newcomer.signing.key_id().0));
+    let csrf = enrollment.hidden("csrf").unwrap();
+    let origin = server.url.clone();
+    let answer = browser
+        .post(
+            "/ui/nodes/devvm/reject",
+            &[("csrf", &csrf), ("return", "/ui/enrollment")],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    assert_eq!(answer.location(), "/ui/enrollment?done=key-rejected");
+    assert_eq!(current.catalog(&server).await.status(), StatusCode::OK);
+    let (_, node) = server.admin(Method::GET, "/api/v1/nodes/devvm", None).await;
+    assert_eq!(node["node"]["status"], "approved");
+    // The rejected key is in the history, revoked, and can never enroll again.
+    let page = browser.get("/ui/nodes/devvm").await;
+    assert!(page.body.contains(&newcomer.signing.key_id().0));
+    assert!(page.body.contains("rejected by"), "{}", page.body);
+    let (status, _) = newcomer.enroll(&server, Some(&token)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Nothing waits any more: a second reject is refused.
+    let again = browser
+        .post("/ui/nodes/devvm/reject", &[("csrf", &csrf)], Some(&origin))
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+
+    // A new node is rejected by revoking it.
+    let answer = browser
+        .post(
+            "/ui/nodes/lab-2/reject",
+            &[("csrf", &csrf), ("return", "/ui/enrollment")],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(answer.location(), "/ui/enrollment?done=rejected");
+    let (_, node) = server.admin(Method::GET, "/api/v1/nodes/lab-2", None).await;
+    assert_eq!(node["node"]["status"], "revoked");
+    let audit = browser.get("/ui/audit").await;
+    assert!(audit.body.contains("node.reject_key") && audit.body.contains("node.revoke"));
+}
+
 #[tokio::test]
 async fn the_node_page_compares_two_serials_without_showing_secrets() {
     let server = ui_server("").await;

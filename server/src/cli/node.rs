@@ -1,4 +1,4 @@
-//! `steward-server node list|approve|revoke|run-now`: node administration on the database
+//! `steward-server node list|approve|reject|revoke|run-now`: node administration on the database
 //! directly, audited with the operator's login name. A revocation takes effect on the node's
 //! next request (key status is read per request); a run-now wakes the node's long-poll within
 //! seconds (the server sweeps for requests made here).
@@ -33,6 +33,12 @@ pub enum NodeCommand {
     /// Approve a pending node, or the new key waiting for an enrolled one (the old key is
     /// revoked).
     Approve {
+        /// The node (hostname).
+        name: String,
+    },
+    /// Reject what waits for approval: a new node (revoked), or the new key waiting for an
+    /// enrolled one (refused for good; the node keeps its current key).
+    Reject {
         /// The node (hostname).
         name: String,
     },
@@ -102,6 +108,15 @@ async fn command(db: &db::Db, command: NodeCommand) -> anyhow::Result<()> {
                 println!("{name} approved with its new key; the old key is revoked");
             } else {
                 println!("{name} approved (was {})", status_name(approved.previous));
+            }
+        }
+        NodeCommand::Reject { name } => {
+            let name = node_name(&name)?;
+            match admin::reject(db, &name, &actor(), "enrollment rejected", now).await? {
+                admin::Rejected::WaitingKey => {
+                    println!("{name}: the waiting key is rejected; the current key keeps working")
+                }
+                admin::Rejected::Node => println!("{name} rejected (revoked)"),
             }
         }
         NodeCommand::Revoke { name, reason } => {

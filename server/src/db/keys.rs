@@ -112,6 +112,34 @@ pub async fn add(
     }
 }
 
+/// Records `key` in `node`'s key history as already revoked with `reason` (a waiting key an
+/// admin rejected), so that the same key can never enroll again ([`ever_used`]).
+pub async fn add_revoked(
+    db: impl Into<Handle<'_>>,
+    node: &NodeId,
+    key: &NewNodeKey,
+    reason: &str,
+    now: Timestamp,
+) -> Result<(), DbError> {
+    let mut connection = db.into().connection().await?;
+    let node_id = nodes::id_of(&mut connection, node).await?;
+    sqlx::query(
+        "INSERT INTO node_keys (node_id, key_id, signing_key, encryption_key, machine_id, \
+         created_at, revoked_at, revoke_reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
+    )
+    .bind(node_id)
+    .bind(key.key_id.as_str())
+    .bind(&key.signing_key)
+    .bind(&key.encryption_key)
+    .bind(key.machine_id.as_deref())
+    .bind(now.0)
+    .bind(reason)
+    .execute(&mut *connection)
+    .await
+    .context("recording a rejected node key")?;
+    Ok(())
+}
+
 /// Revokes every active key of `node` with `reason`. Returns how many were revoked.
 pub async fn revoke_all_for_node(
     db: impl Into<Handle<'_>>,

@@ -288,6 +288,32 @@ pub async fn revoke_node(
     ))
 }
 
+/// `POST /api/v1/nodes/{name}/reject`: refuses the new node, or the new key waiting beside an
+/// approved node's key (the node keeps its current key).
+pub async fn reject_node(
+    State(state): State<AppState>,
+    admin: Admin,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = node_name(path(name)?)?;
+    let rejected = operations::reject(
+        &state.db,
+        &name,
+        &admin.actor,
+        "enrollment rejected",
+        service::now(),
+    )
+    .await?;
+    state.waiters.notify(&name);
+    Ok(Json(serde_json::json!({
+        "node": name,
+        "rejected": match rejected {
+            operations::Rejected::WaitingKey => "waiting_key",
+            operations::Rejected::Node => "node",
+        },
+    })))
+}
+
 /// `POST /api/v1/nodes/{name}/run-now`.
 pub async fn run_now(
     State(state): State<AppState>,

@@ -135,6 +135,55 @@ pub async fn revoke(
     tx.commit().await.map_err(commit_error)
 }
 
+/// What [`reject`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// The key waiting for an approved node was refused; the node's current key keeps working.
+    WaitingKey,
+    /// A node that was never approved was revoked.
+    Node,
+}
+
+/// Rejects what waits for approval on `node`. A new key waiting beside an approved node's key
+/// (a re-enrollment without a token that allows it, THREATS E3) is refused on its own: it goes
+/// into the node's key history as revoked, so it can never enroll again, and the node keeps
+/// working with its current key. A node that is itself pending is revoked ([`revoke`]).
+pub async fn reject(
+    db: &Db,
+    node: &NodeId,
+    actor: &str,
+    reason: &str,
+    now: Timestamp,
+) -> Result<Rejected, AdminError> {
+    let mut tx = db.begin_write().await?;
+    let found = db::nodes::get_by_name(&mut tx, node)
+        .await?
+        .ok_or_else(|| not_found("node", node.as_str()))?;
+    if found.status == EnrollmentStatus::Pending {
+        drop(tx);
+        revoke(db, node, actor, reason, now).await?;
+        return Ok(Rejected::Node);
+    }
+    let Some(waiting) = db::pending_keys::take(&mut tx, node).await? else {
+        return Err(AdminError::Conflict(format!(
+            "nothing of node {node} waits for approval"
+        )));
+    };
+    let reason = format!("rejected by {actor} before use");
+    db::keys::add_revoked(&mut tx, node, &waiting.key, &reason, now).await?;
+    audit(
+        &mut tx,
+        now,
+        actor,
+        "node.reject_key",
+        node.as_str(),
+        serde_json::json!({ "key": waiting.key.key_id.as_str() }),
+    )
+    .await?;
+    tx.commit().await.map_err(commit_error)?;
+    Ok(Rejected::WaitingKey)
+}
+
 /// Asks `node` to run now (its long-poll wakes). The caller notifies in-process waiters.
 pub async fn run_now(
     db: &Db,

@@ -141,6 +141,7 @@ fn notice_text(done: &str) -> Option<&'static str> {
         "approved" => "Node approved.",
         "revoked" => "Node revoked: its keys are refused from its next request.",
         "rejected" => "Enrollment rejected: the node is revoked.",
+        "key-rejected" => "New key rejected: it can never enroll; the node keeps its current key.",
         "run-now" => "Run requested: the agent is woken through its long-poll.",
         "token-revoked" => "Token revoked.",
         _ => return None,

@@ -422,6 +422,8 @@ pub struct NodePage {
     serial: String,
     run_now_pending: bool,
     can_approve: bool,
+    /// A new node or a new key waits: "Reject" is offered.
+    can_reject: bool,
     can_revoke: bool,
     can_run: bool,
     compile_failure: Option<String>,
@@ -595,6 +597,7 @@ pub async fn detail(
             .map_or_else(|| "none yet".to_owned(), |s| s.0.to_string()),
         run_now_pending: node.run_now_requested_at.is_some(),
         can_approve: node.status != EnrollmentStatus::Approved || pending_key.is_some(),
+        can_reject: node.status == EnrollmentStatus::Pending || pending_key.is_some(),
         can_revoke: node.status != EnrollmentStatus::Revoked,
         can_run: approved,
         compile_failure,
@@ -824,7 +827,7 @@ pub async fn approve(
     )))
 }
 
-/// `POST /ui/nodes/{name}/revoke` (also "reject" of a pending node).
+/// `POST /ui/nodes/{name}/revoke`.
 pub async fn revoke(
     State(state): State<AppState>,
     user: UiUser,
@@ -835,10 +838,36 @@ pub async fn revoke(
     let reason = form.0.text("reason").unwrap_or_default();
     operations::revoke(&state.db, &name, &user.actor, &reason, service::now()).await?;
     state.waiters.notify(&name);
-    let done = if form.0.get("reject").is_some() {
-        "rejected"
-    } else {
-        "revoked"
+    Ok(see_other(&back(
+        &form,
+        &format!("/ui/nodes/{}", name.0),
+        "revoked",
+    )))
+}
+
+/// `POST /ui/nodes/{name}/reject`: refuses what waits for approval, a new node or a new key of
+/// an approved node (which keeps its current key).
+pub async fn reject(
+    State(state): State<AppState>,
+    user: UiUser,
+    Path(name): Path<String>,
+    form: Form,
+) -> Result<Response, UiError> {
+    let name = node_name(&name)?;
+    let done = match operations::reject(
+        &state.db,
+        &name,
+        &user.actor,
+        "enrollment rejected",
+        service::now(),
+    )
+    .await?
+    {
+        operations::Rejected::WaitingKey => "key-rejected",
+        operations::Rejected::Node => {
+            state.waiters.notify(&name);
+            "rejected"
+        }
     };
     Ok(see_other(&back(
         &form,

@@ -183,3 +183,55 @@ pub async fn failures(
     let count = |i: usize| u32::try_from(row.get::<i64, _>(i)).unwrap_or(u32::MAX);
     Ok((count(0), count(1)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn count(db: &Db, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn prune_deletes_idle_and_too_old_sessions_and_old_failures_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("steward.db")).await.unwrap();
+        let settings = UiSettings::default();
+        let idle = i64::try_from(settings.session_idle.as_secs()).unwrap();
+        let max = i64::try_from(settings.session_max.as_secs()).unwrap();
+        let window = i64::try_from(settings.login_window.as_secs()).unwrap();
+        let now = Timestamp(1_800_000_000);
+
+        // Idle too long; alive; too old though touched just now.
+        let (idle_cookie, _) = create(&db, "a", Timestamp(now.0 - idle)).await.unwrap();
+        let (live_cookie, _) = create(&db, "b", Timestamp(now.0 - 10)).await.unwrap();
+        let (old_cookie, _) = create(&db, "c", Timestamp(now.0 - max)).await.unwrap();
+        sqlx::query("UPDATE ui_sessions SET last_seen_at = ?1 WHERE id_hash = ?2")
+            .bind(now.0)
+            .bind(id_hash(&old_cookie))
+            .execute(db.pool())
+            .await
+            .unwrap();
+        record_failure(&db, "198.51.100.7", Timestamp(now.0 - window))
+            .await
+            .unwrap();
+        record_failure(&db, "198.51.100.7", Timestamp(now.0 - 1))
+            .await
+            .unwrap();
+
+        prune(&db, &settings, now).await.unwrap();
+        assert_eq!(count(&db, "ui_sessions").await, 1);
+        assert_eq!(count(&db, "ui_login_failures").await, 1);
+        assert!(find(&db, &live_cookie, &settings, now)
+            .await
+            .unwrap()
+            .is_some());
+        for gone in [idle_cookie, old_cookie] {
+            assert!(find(&db, &gone, &settings, now).await.unwrap().is_none());
+        }
+        db.close().await;
+    }
+}
