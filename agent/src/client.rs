@@ -210,6 +210,22 @@ fn transport(e: reqwest::Error) -> ClientError {
     ClientError::Unavailable(format!("{e}"))
 }
 
+/// Clock differences from this many seconds on are named in a refusal's message.
+const CLOCK_NOTE_SECS: i64 = 60;
+
+/// Seconds the server's clock (its `Date` header) is ahead of `host_now`; `None` when the
+/// answer has no valid `Date`.
+fn clock_offset(response: &Response, host_now: i64) -> Option<i64> {
+    let date = response
+        .headers()
+        .get(reqwest::header::DATE)?
+        .to_str()
+        .ok()?;
+    let server = httpdate::parse_http_date(date).ok()?;
+    let server = server.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    Some(i64::try_from(server).ok()? - host_now)
+}
+
 fn check(response: Response) -> Result<Response, ClientError> {
     let status = response.status();
     if status.is_success() {
@@ -224,13 +240,32 @@ fn check(response: Response) -> Result<Response, ClientError> {
             .unwrap_or(30);
         return Err(ClientError::Busy { retry_after });
     }
-    let message: String = response
+    // A signed request is refused (401) when the clocks differ by more than the server allows,
+    // and the server says no more than "unauthorized": the `Date` of its answer tells.
+    let clock_note = (status == StatusCode::UNAUTHORIZED)
+        .then(|| clock_offset(&response, now()))
+        .flatten()
+        .filter(|offset| offset.abs() >= CLOCK_NOTE_SECS)
+        .map(|offset| {
+            let (amount, direction) = if offset > 0 {
+                (offset, "behind")
+            } else {
+                (-offset, "ahead of")
+            };
+            format!(
+                "; this host's clock is {amount} s {direction} the server's, and signed requests \
+                 are refused beyond the server's allowed skew (5 min by default): fix time sync \
+                 (timedatectl, chrony)"
+            )
+        });
+    let mut message: String = response
         .text()
         .unwrap_or_default()
         .chars()
         .filter(|c| !c.is_control())
         .take(300)
         .collect();
+    message.push_str(clock_note.as_deref().unwrap_or_default());
     if status.is_server_error() {
         Err(ClientError::Unavailable(format!("{status}: {message}")))
     } else {
@@ -275,7 +310,8 @@ mod tests {
     use std::io::{Read, Write};
 
     /// A one-shot HTTP server on loopback answering `response` to the first request.
-    fn answer_once(response: &'static str) -> String {
+    fn answer_once(response: impl Into<String>) -> String {
+        let response = response.into();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
         std::thread::spawn(move || {
@@ -312,6 +348,43 @@ mod tests {
             }
             other => panic!("{other}"),
         }
+    }
+
+    /// A 401 answered with `Date` `offset` seconds from now.
+    fn refusal_with_server_clock(offset: i64) -> String {
+        let host_now = std::time::SystemTime::now();
+        let shift = Duration::from_secs(offset.unsigned_abs());
+        let server_now = if offset >= 0 {
+            host_now + shift
+        } else {
+            host_now - shift
+        };
+        let url = answer_once(format!(
+            "HTTP/1.1 401 Unauthorized\r\nDate: {}\r\nContent-Length: 12\r\n\
+             Connection: close\r\n\r\nunauthorized",
+            httpdate::fmt_http_date(server_now)
+        ));
+        let client = Client::new(&url, None, Duration::from_secs(10)).unwrap();
+        let key = SigningKeyPair::from_bytes([3; 32]);
+        client
+            .catalog(&key, &Facts::default(), None)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_refusal_names_clock_skew_when_the_server_s_date_says_so() {
+        let behind = refusal_with_server_clock(3_600);
+        assert!(behind.contains("(401)"), "{behind}");
+        assert!(
+            behind.contains("clock is 3600 s behind the server's")
+                || behind.contains("clock is 3599 s behind the server's"),
+            "{behind}"
+        );
+        let ahead = refusal_with_server_clock(-900);
+        assert!(ahead.contains("s ahead of the server's"), "{ahead}");
+        let in_sync = refusal_with_server_clock(0);
+        assert!(!in_sync.contains("clock"), "{in_sync}");
     }
 
     #[test]
