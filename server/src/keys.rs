@@ -263,6 +263,30 @@ pub fn root_key_id(data_dir: &Path) -> anyhow::Result<KeyId> {
     Ok(SigningKeyPair::from_bytes(*read_key(&path)?).key_id())
 }
 
+/// Replaces `data_dir/catalog.key` with a new random key (atomically, 0600) and deletes the
+/// stored certificate, so that the server certifies the new key with the root key at its next
+/// start. The root key and its fingerprint (what agents pin) do not change. Returns the old and
+/// the new catalog key fingerprints.
+pub fn rotate_catalog_key(data_dir: &Path) -> anyhow::Result<(KeyId, KeyId)> {
+    root_key_id(data_dir)?;
+    let path = data_dir.join(CATALOG_KEY_FILE);
+    let old = SigningKeyPair::from_bytes(*read_key(&path)?).key_id();
+    let mut key = Zeroizing::new([0u8; 32]);
+    getrandom::getrandom(&mut key[..])
+        .map_err(|error| anyhow::anyhow!("drawing random bytes for a key: {error}"))?;
+    let new = SigningKeyPair::from_bytes(*key).key_id();
+    write_atomically(&path, &key[..])?;
+    let certificate = data_dir.join(CERTIFICATE_FILE);
+    match fs::remove_file(&certificate) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            return Err(error).with_context(|| format!("removing {}", certificate.display()))
+        }
+    }
+    Ok((old, new))
+}
+
 fn issue(
     root: &SigningKeyPair,
     catalog: &SigningKeyPair,

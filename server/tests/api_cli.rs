@@ -1,4 +1,4 @@
-//! The admin CLI (`token`, `node`, `backup`, `config`, `compile --signed`) run as the real binary
+//! The admin CLI (`token`, `node`, `keys`, `backup`, `config`, `compile --signed`) run as the real binary
 //! against the data directory of a running server.
 
 mod support;
@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use steward_protocol::join::JoinString;
 use steward_protocol::NodeId;
-use support::server::{example_site, now, Agent, TestServer};
+use support::server::{example_site, now, Agent, Options, TestServer};
 
 fn cli(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_steward-server"))
@@ -208,4 +208,66 @@ fn config_example_prints_a_valid_commented_config() {
     let refused = cli(&["config", "check", "--config", &bad.display().to_string()]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("loopback"));
+}
+
+/// The catalog key of an envelope (its certificate's `key_id`).
+fn catalog_key_of(envelope: &[u8]) -> String {
+    let envelope: Value = serde_json::from_slice(envelope).unwrap();
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(
+            envelope["certificate"]["document"]["payload"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    let certificate: Value = serde_json::from_slice(&payload).unwrap();
+    certificate["key_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn rotating_the_catalog_key_keeps_agents_trusting_the_server() {
+    let dirs = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let mut server = TestServer::start_in(Options::default(), dirs.clone()).await;
+    let data = server.data_dir.display().to_string();
+    let agent = Agent::new("devvm");
+    server.enroll_approved(&agent).await;
+    let before = agent.catalog(&server).await.bytes().await.unwrap();
+    let shown = ok(&cli(&["keys", "show", "--data-dir", &data]));
+    let old_key = catalog_key_of(&before);
+    assert!(shown.contains(&old_key), "{shown}");
+    assert!(shown.contains(server.root_key_id().as_str()), "{shown}");
+    server.stop().await;
+
+    let rotated = ok(&cli(&["keys", "rotate-catalog", "--data-dir", &data]));
+    assert!(rotated.contains(&old_key), "{rotated}");
+    let key_mode = std::fs::metadata(server.data_dir.join("catalog.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+
+    let restarted = TestServer::start_in(
+        Options {
+            data_dir: Some(server.data_dir.clone()),
+            site_dir: Some(server.site_dir.clone()),
+            ..Options::default()
+        },
+        dirs.clone(),
+    )
+    .await;
+    let after = agent.catalog(&restarted).await.bytes().await.unwrap();
+    let new_key = catalog_key_of(&after);
+    assert_ne!(new_key, old_key);
+    assert!(rotated.contains(&new_key), "{rotated}");
+    // The agent's pin (the root key) did not change: the new envelope verifies.
+    steward_protocol::verify_catalog(
+        &after,
+        &server.root_key_id(),
+        &NodeId("devvm".into()),
+        None,
+        now(),
+    )
+    .unwrap();
+    let (_, audit) = restarted.admin(Method::GET, "/api/v1/audit", None).await;
+    assert!(audit.to_string().contains("keys.rotate_catalog"), "{audit}");
 }

@@ -13,6 +13,7 @@ mod check;
 mod compile;
 mod config_cmd;
 mod diff;
+mod keys;
 mod node;
 mod serve;
 pub mod store;
@@ -39,6 +40,8 @@ pub enum Command {
     Token(token::TokenArgs),
     /// Nodes: list, approve, revoke, run-now (on the database, audited).
     Node(node::NodeArgs),
+    /// The server's keys: show fingerprints, rotate the catalog signing key.
+    Keys(keys::KeysArgs),
     /// Write a consistent copy of the database to FILE.
     Backup(backup::BackupArgs),
     /// Validate a site; print every error as FILE:LINE: field: message and exit 1 if any.
@@ -62,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(args) => config_cmd::run(args),
         Command::Token(args) => token::run(args),
         Command::Node(args) => node::run(args),
+        Command::Keys(args) => keys::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Check(args) => check::run(args),
         Command::Compile(args) => compile::run(args),
