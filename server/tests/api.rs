@@ -526,6 +526,47 @@ async fn enroll_rate_limited_per_address() {
     );
 }
 
+/// A signed enrollment (with a token that does not exist) said to be forwarded for `host`.
+async fn enroll_from(server: &TestServer, host: &str) -> StatusCode {
+    let agent = Agent::new("ws-1");
+    let body = serde_json::to_vec(
+        &agent.enroll_request(Some("0a1b2c3d4e5f.00112233445566778899aabbccddeeff")),
+    )
+    .unwrap();
+    let mut headers = agent.sign("POST", "/v1/enroll", &body);
+    headers.push(("x-forwarded-for", host.to_owned()));
+    post_enroll(server, &body, &headers).await.status()
+}
+
+/// Behind a trusted TLS-terminating proxy, per-address limits count the hosts the proxy names
+/// in `X-Forwarded-For`; the same header from anyone else changes nothing.
+#[tokio::test]
+async fn enroll_rate_limit_counts_hosts_behind_a_trusted_proxy() {
+    for (trusted, expected) in [
+        (
+            "[ui]\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+            StatusCode::FORBIDDEN,
+        ),
+        ("", StatusCode::TOO_MANY_REQUESTS),
+    ] {
+        let server = TestServer::start_with(Options {
+            extra_toml: format!("[enroll]\nper_address_per_minute = 1\n{trusted}"),
+            ..Options::default()
+        })
+        .await;
+        assert_eq!(
+            enroll_from(&server, "198.51.100.1").await,
+            StatusCode::FORBIDDEN
+        );
+        // Another host behind the proxy: its own budget only when the proxy is trusted.
+        assert_eq!(
+            enroll_from(&server, "198.51.100.2").await,
+            expected,
+            "{trusted}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn enroll_for_already_enrolled_hostname_with_new_key_is_denied_until_an_admin_approves() {
     let server = TestServer::start().await;

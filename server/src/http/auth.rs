@@ -84,29 +84,67 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
     }
 }
 
-/// The peer address (`None` on the unix socket listener).
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub Option<SocketAddr>);
+/// Where a request comes from, as rate-limit key and audit text: see [`client_source`].
+#[derive(Debug, Clone)]
+pub struct ClientAddr(String);
 
 impl ClientAddr {
     /// The address as rate-limit key and audit text.
     pub fn source(&self) -> String {
-        self.0
-            .map_or_else(|| "unix".to_owned(), |addr| addr.ip().to_string())
+        self.0.clone()
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|info| info.0),
-        ))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        Ok(ClientAddr(client_source(
+            &state.config.ui.trusted_proxies,
+            peer,
+            &parts.headers,
+        )))
     }
+}
+
+/// The address a request comes from (`unix` for the socket listener): the peer, or, when the
+/// peer is one of `trusted` proxies (`[ui] trusted_proxies`), the right-most `X-Forwarded-For`
+/// address that is not itself a trusted proxy. Addresses to the left of that one are written by
+/// the client and never believed; an unparsable entry stops the walk at the proxy's address.
+/// Behind a TLS-terminating proxy, per-address rate limits then count hosts, not the proxy.
+pub fn client_source(
+    trusted: &[crate::config::ProxySource],
+    peer: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+) -> String {
+    let is_trusted = |ip: Option<std::net::IpAddr>| trusted.iter().any(|t| t.contains(ip));
+    let mut source = peer;
+    if is_trusted(peer) {
+        let forwarded: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .collect();
+        for entry in forwarded.iter().rev() {
+            let Ok(ip) = entry.parse::<std::net::IpAddr>() else {
+                break;
+            };
+            source = Some(ip);
+            if !is_trusted(source) {
+                break;
+            }
+        }
+    }
+    source.map_or_else(|| "unix".to_owned(), |ip| ip.to_canonical().to_string())
 }
 
 /// The guard on every route: see the module and [`crate::http`] documentation.
@@ -231,6 +269,39 @@ async fn authenticate_agent(state: &AppState, request: Request) -> Result<Reques
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_source_believes_forwarded_for_only_from_trusted_proxies() {
+        use crate::config::ProxySource;
+        let trusted = [
+            ProxySource::parse("10.0.0.0/8").unwrap(),
+            ProxySource::parse("unix").unwrap(),
+        ];
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            "203.0.113.9, 198.51.100.4".parse().unwrap(),
+        );
+        headers.append("x-forwarded-for", "10.1.2.3".parse().unwrap());
+        let proxy = Some("10.0.0.1".parse().unwrap());
+        let stranger = Some("192.0.2.7".parse().unwrap());
+        // From a trusted proxy: the right-most address that is not a proxy; the client's own
+        // claim (203.0.113.9) further left is ignored.
+        assert_eq!(client_source(&trusted, proxy, &headers), "198.51.100.4");
+        assert_eq!(client_source(&trusted, None, &headers), "198.51.100.4");
+        // From anyone else, the header is ignored.
+        assert_eq!(client_source(&trusted, stranger, &headers), "192.0.2.7");
+        assert_eq!(client_source(&[], proxy, &headers), "10.0.0.1");
+        // Garbage stops the walk at the last trusted hop; no header: the peer.
+        let mut garbage = HeaderMap::new();
+        garbage.insert("x-forwarded-for", "1.2.3.4, nonsense".parse().unwrap());
+        assert_eq!(client_source(&trusted, proxy, &garbage), "10.0.0.1");
+        assert_eq!(
+            client_source(&trusted, proxy, &HeaderMap::new()),
+            "10.0.0.1"
+        );
+        assert_eq!(client_source(&trusted, None, &HeaderMap::new()), "unix");
+    }
 
     #[test]
     fn bearer_parsing_and_comparison() {

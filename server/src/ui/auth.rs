@@ -586,7 +586,7 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Response 
             "this login form expired or did not come from this server; reload it",
         );
     }
-    let source = peer.map_or_else(|| "unix".to_owned(), |ip| ip.to_canonical().to_string());
+    let source = crate::http::auth::client_source(&settings.trusted_proxies, peer, &parts.headers);
     let now = service::now();
     let failures = match session::failures(&state.db, &source, settings, now).await {
         Ok(counts) => counts,
