@@ -271,7 +271,8 @@ pub async fn serve(
     result
 }
 
-/// Site reloads (so long-polls notice changes without agent traffic), certificate renewal, the
+/// Site reloads and Vault watching (so long-polls notice changes without agent traffic),
+/// certificate renewal, the
 /// run-now sweep, writing accepted request nonces, WAL checkpoints (so that the connection that
 /// commits, usually the report writer, does not copy the WAL back itself) and pruning expired
 /// UI sessions.
@@ -290,6 +291,18 @@ fn spawn_background(state: &AppState) -> tokio::task::JoinSet<()> {
         loop {
             interval.tick().await;
             site_state.catalogs.refresh_site().await;
+        }
+    });
+    let vault_state = state.clone();
+    tasks.spawn(async move {
+        let period = vault_state
+            .catalogs
+            .vault_watch_interval(vault_state.config.site_check_interval);
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            interval.tick().await;
+            vault_state.catalogs.refresh_vault().await;
         }
     });
     let cert_state = state.clone();

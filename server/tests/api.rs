@@ -1124,6 +1124,56 @@ async fn run_now_wakes_the_long_poll_within_a_second() {
     assert_eq!(body["serial"], serial);
 }
 
+/// A secret rotated in Vault reaches hosts through the long-poll, not at their next scheduled
+/// run: the server watches the paths its catalogs read.
+#[tokio::test]
+async fn a_vault_change_wakes_long_polls_and_moves_the_serial() {
+    let server = TestServer::start().await;
+    let agent = Agent::new("devvm");
+    server.enroll_approved(&agent).await;
+    let serial_of = |response: &reqwest::Response| -> u64 {
+        response.headers()["x-steward-serial"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let first = agent.catalog(&server).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let serial = serial_of(&first);
+    // The watch learns the paths from that compile and takes its baseline (every 50 ms here).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let path = format!("/v1/wait?serial={serial}&timeout=30");
+    let mut request = server.client.get(format!("{}{path}", server.url));
+    for (name, value) in agent.sign("GET", &path, b"") {
+        request = request.header(name, value);
+    }
+    let waiting = tokio::spawn(request.send());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let vault = std::fs::read_to_string(&server.vault_file).unwrap();
+    let rotated = vault.replace(
+        "PLACEHOLDER-memory-api-key-3f8d27",
+        "PLACEHOLDER-memory-api-key-rotated",
+    );
+    assert_ne!(vault, rotated);
+    std::fs::write(&server.vault_file, rotated).unwrap();
+    let changed = Instant::now();
+    let body: Value = waiting.await.unwrap().unwrap().json().await.unwrap();
+    assert_eq!(body["reason"], "site_changed", "{body}");
+    assert!(
+        changed.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        changed.elapsed()
+    );
+    let next = agent.catalog(&server).await;
+    assert_eq!(next.status(), StatusCode::OK);
+    assert!(
+        serial_of(&next) > serial,
+        "the rotated secret is in a new serial"
+    );
+}
+
 #[tokio::test]
 async fn catalogs_after_restore_from_yesterdays_backup_are_accepted() {
     let dirs = std::sync::Arc::new(tempfile::tempdir().unwrap());

@@ -201,6 +201,10 @@ struct NodeSlot {
     restore_checked: bool,
 }
 
+/// One look of the Vault watch: the paths read, and the MAC of their data (`None`: reading
+/// failed).
+type VaultLook = (BTreeSet<String>, Option<[u8; 32]>);
+
 /// The catalog service. One per server.
 pub struct CatalogService {
     site_dir: PathBuf,
@@ -217,6 +221,9 @@ pub struct CatalogService {
     nodes: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<NodeSlot>>>>,
     /// Union of the Vault paths read by any node, per site hash (first guess for new nodes).
     known_paths: Mutex<(String, BTreeSet<String>)>,
+    /// What [`CatalogService::refresh_vault`] saw last: the paths it read and the MAC of their
+    /// data (`None` when reading failed); `None` before its first look.
+    vault_seen: Mutex<Option<VaultLook>>,
 }
 
 impl std::fmt::Debug for CatalogService {
@@ -261,6 +268,7 @@ impl CatalogService {
             site_generation: watch::channel(0).0,
             nodes: Mutex::new(HashMap::new()),
             known_paths: Mutex::new((String::new(), BTreeSet::new())),
+            vault_seen: Mutex::new(None),
         }
     }
 
@@ -544,6 +552,9 @@ impl CatalogService {
                 *known = (site_hash.clone(), BTreeSet::new());
             }
             known.1.extend(compiled.vault_paths.iter().cloned());
+            known
+                .1
+                .insert(compiler.site().config.vault.roles_path.clone());
         }
         if compiled.state != state {
             db::state::save(&self.db, &request.node, &compiled.state).await?;
@@ -823,17 +834,7 @@ impl CatalogService {
         state: &State,
         vault: &VaultData,
     ) -> [u8; 32] {
-        let mut vault_bytes = Zeroizing::new(Vec::new());
-        for (path, secret) in &vault.paths {
-            vault_bytes.extend_from_slice(path.as_bytes());
-            vault_bytes.push(0);
-            vault_bytes.extend_from_slice(&secret.version.to_be_bytes());
-            if let Ok(data) = serde_json::to_vec(&secret.data) {
-                let data = Zeroizing::new(data);
-                vault_bytes.extend_from_slice(&(data.len() as u64).to_be_bytes());
-                vault_bytes.extend_from_slice(&data);
-            }
-        }
+        let vault_bytes = vault_bytes(vault);
         let mut state_bytes = Vec::new();
         for (user, port) in &state.ports {
             state_bytes.extend_from_slice(format!("port {user} {port}\n").as_bytes());
@@ -855,6 +856,57 @@ impl CatalogService {
             &state_bytes,
             &vault_bytes,
         ])
+    }
+
+    /// How often [`CatalogService::refresh_vault`] should run.
+    pub fn vault_watch_interval(&self, site_check: Duration) -> Duration {
+        self.vault.watch_interval(site_check)
+    }
+
+    /// Reads the Vault paths the site's catalogs use (as learnt from their compiles) and, when
+    /// their data differs from the last look, or Vault answers again after failing, bumps the
+    /// site generation like a site change: long-polls return `site_changed`, hosts ask for
+    /// their catalog, and the serial moves where the content did. So a secret rotated in Vault
+    /// reaches hosts within a watch period, not at their next scheduled run. Only a keyed MAC
+    /// of the data is kept. The first look sets the baseline and wakes nobody.
+    pub async fn refresh_vault(&self) {
+        let paths = {
+            let known = self
+                .known_paths
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            known.1.clone()
+        };
+        if paths.is_empty() {
+            return;
+        }
+        let seen = match self.vault.read_many(&paths).await {
+            Ok(data) => Some(
+                self.keys
+                    .content_mac([b"vault-watch/v1".as_slice(), &vault_bytes(&data)]),
+            ),
+            Err(error) => {
+                tracing::debug!(error = %error, "vault watch: reading failed");
+                None
+            }
+        };
+        let changed = {
+            let mut last = self
+                .vault_seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // Other paths (a site change, a node reading a new one) set a new baseline.
+            let changed = last
+                .as_ref()
+                .is_some_and(|(last_paths, last_seen)| *last_paths == paths && *last_seen != seen);
+            *last = Some((paths.clone(), seen));
+            changed
+        };
+        if changed && seen.is_some() {
+            tracing::info!(paths = paths.len(), "vault data changed; waking long-polls");
+            self.site_generation
+                .send_modify(|generation| *generation = generation.wrapping_add(1));
+        }
     }
 
     /// The content identity: HMAC over the redacted catalog with serial and times zeroed, then
@@ -927,4 +979,21 @@ fn retry_after_secs() -> u64 {
     let mut byte = [0u8; 1];
     let _ = getrandom::getrandom(&mut byte);
     2 + u64::from(byte[0] % 8)
+}
+
+/// Vault data as bytes for a MAC: path, version and data of each path, length-prefixed. Wiped
+/// when dropped (it holds secret values).
+fn vault_bytes(vault: &VaultData) -> Zeroizing<Vec<u8>> {
+    let mut bytes = Zeroizing::new(Vec::new());
+    for (path, secret) in &vault.paths {
+        bytes.extend_from_slice(path.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(&secret.version.to_be_bytes());
+        if let Ok(data) = serde_json::to_vec(&secret.data) {
+            let data = Zeroizing::new(data);
+            bytes.extend_from_slice(&(data.len() as u64).to_be_bytes());
+            bytes.extend_from_slice(&data);
+        }
+    }
+    bytes
 }

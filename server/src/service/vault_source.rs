@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use steward_catalogs::loader::load_vault_file;
 use steward_catalogs::VaultData;
@@ -128,6 +128,19 @@ impl VaultBackend {
                 }
                 Ok(data)
             }
+        }
+    }
+
+    /// How often [`crate::service::catalog::CatalogService::refresh_vault`] looks: a Vault
+    /// server once per cache lifetime (30 s when caching is off), so watching adds at most one
+    /// read per path per lifetime; a file every `site_check` (a `stat`), at least every 50 ms.
+    pub fn watch_interval(&self, site_check: Duration) -> Duration {
+        match self {
+            VaultBackend::Client(client) => match client.cache_ttl() {
+                ttl if ttl.is_zero() => Duration::from_secs(30),
+                ttl => ttl.max(Duration::from_secs(1)),
+            },
+            VaultBackend::File(_) => site_check.max(Duration::from_millis(50)),
         }
     }
 

@@ -228,6 +228,11 @@ impl VaultClient {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// How long a read is served from the cache (zero: not cached).
+    pub fn cache_ttl(&self) -> Duration {
+        self.inner.cache_ttl
+    }
+
     /// Logins and renewals so far.
     pub fn auth_stats(&self) -> AuthStats {
         AuthStats {
