@@ -831,15 +831,7 @@ async fn replay_after_restart_is_refused() {
     assert_eq!(send(&server).await.unwrap().status(), StatusCode::OK);
     server.stop().await;
 
-    let server = TestServer::start_in(
-        Options {
-            data_dir: Some(server.data_dir.clone()),
-            site_dir: Some(server.site_dir.clone()),
-            ..Options::default()
-        },
-        dirs.clone(),
-    )
-    .await;
+    let server = server.start_again().await;
     assert_eq!(
         send(&server).await.unwrap().status(),
         StatusCode::UNAUTHORIZED,
@@ -938,15 +930,7 @@ async fn a_restart_keeps_the_serial_and_its_bytes_while_nothing_changed() {
     let first_bytes = first.bytes().await.unwrap();
     server.stop().await;
 
-    let server = TestServer::start_in(
-        Options {
-            data_dir: Some(server.data_dir.clone()),
-            site_dir: Some(server.site_dir.clone()),
-            ..Options::default()
-        },
-        dirs.clone(),
-    )
-    .await;
+    let server = server.start_again().await;
     let body = serde_json::to_vec(&agent.facts()).unwrap();
     let not_modified = agent
         .signed(
@@ -1205,15 +1189,7 @@ async fn catalogs_after_restore_from_yesterdays_backup_are_accepted() {
         let _ = std::fs::remove_file(format!("{}{suffix}", db_path.display()));
     }
     std::fs::copy(&backup, &db_path).unwrap();
-    let server = TestServer::start_in(
-        Options {
-            data_dir: Some(server.data_dir.clone()),
-            site_dir: Some(server.site_dir.clone()),
-            ..Options::default()
-        },
-        dirs.clone(),
-    )
-    .await;
+    let server = server.start_again().await;
     let after = agent
         .fetch_verified(&server, Some(&applied.accepted()))
         .await

@@ -13,6 +13,9 @@ use steward_protocol::join::JoinString;
 use steward_protocol::NodeId;
 use support::server::{example_site, now, Agent, Options, TestServer};
 
+/// Runs the CLI and waits for it, blocking the calling thread: tests that call it while their
+/// in-process server runs use a multi-thread runtime, so the server (which may hold SQLite's
+/// write lock in a transaction the CLI waits for) keeps running meanwhile.
 fn cli(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_steward-server"))
         .args(args)
@@ -33,7 +36,7 @@ fn ok(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_node_and_backup_commands_work_on_the_servers_database() {
     let server = TestServer::start().await;
     let data = server.data_dir.display().to_string();
@@ -133,7 +136,7 @@ async fn token_node_and_backup_commands_work_on_the_servers_database() {
     assert!(!empty.join("steward.db").exists());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compile_signed_writes_an_envelope_the_agent_accepts() {
     let server = TestServer::start().await;
     let agent = Agent::new("devvm");
@@ -224,7 +227,7 @@ fn catalog_key_of(envelope: &[u8]) -> String {
     certificate["key_id"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_the_catalog_key_keeps_agents_trusting_the_server() {
     let dirs = std::sync::Arc::new(tempfile::tempdir().unwrap());
     let mut server = TestServer::start_in(Options::default(), dirs.clone()).await;
@@ -246,15 +249,7 @@ async fn rotating_the_catalog_key_keeps_agents_trusting_the_server() {
         .mode();
     assert_eq!(key_mode & 0o777, 0o600);
 
-    let restarted = TestServer::start_in(
-        Options {
-            data_dir: Some(server.data_dir.clone()),
-            site_dir: Some(server.site_dir.clone()),
-            ..Options::default()
-        },
-        dirs.clone(),
-    )
-    .await;
+    let restarted = server.start_again().await;
     let after = agent.catalog(&restarted).await.bytes().await.unwrap();
     let new_key = catalog_key_of(&after);
     assert_ne!(new_key, old_key);

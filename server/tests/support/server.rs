@@ -250,6 +250,20 @@ impl TestServer {
         }
     }
 
+    /// A new server on this one's data and site directories (after [`TestServer::stop`]): a
+    /// restart.
+    pub async fn start_again(&self) -> TestServer {
+        TestServer::start_in(
+            Options {
+                data_dir: Some(self.data_dir.clone()),
+                site_dir: Some(self.site_dir.clone()),
+                ..Options::default()
+            },
+            Arc::clone(&self.dirs),
+        )
+        .await
+    }
+
     /// Stops the server and waits until it has closed the database.
     pub async fn stop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
