@@ -1108,6 +1108,51 @@ async fn run_now_wakes_the_long_poll_within_a_second() {
     assert_eq!(body["serial"], serial);
 }
 
+/// A site change while the host was applying its catalog (not waiting) is not lost: its next
+/// wait returns at once, although the serial did not move (compiles are lazy).
+#[tokio::test]
+async fn a_site_change_between_two_waits_is_not_lost() {
+    let server = TestServer::start().await;
+    let agent = Agent::new("devvm");
+    server.enroll_approved(&agent).await;
+    let first = agent.catalog(&server).await;
+    let serial = first.headers()["x-steward-serial"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let parked = format!("/v1/wait?serial={serial}&timeout=30");
+    let short = format!("/v1/wait?serial={serial}&timeout=1");
+    // The host is "applying" now; the site changes meanwhile (a comment: same catalog).
+    let roster = server.site_dir.join("roster.yaml");
+    let mut text = std::fs::read_to_string(&roster).unwrap();
+    text.push_str("\n# edited while devvm was applying its catalog\n");
+    std::fs::write(&roster, text).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let body: Value = agent
+        .signed(&server, Method::GET, &parked, Vec::new(), &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["reason"], "site_changed", "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Once it has asked again (same serial: nothing to apply), it waits as usual.
+    let again = agent.catalog(&server).await;
+    assert_eq!(
+        again.headers()["x-steward-serial"].to_str().unwrap(),
+        serial
+    );
+    let body: Value = agent
+        .signed(&server, Method::GET, &short, Vec::new(), &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["reason"], "timeout", "{body}");
+}
+
 /// A secret rotated in Vault reaches hosts through the long-poll, not at their next scheduled
 /// run: the server watches the paths its catalogs read.
 #[tokio::test]

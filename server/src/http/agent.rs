@@ -184,7 +184,8 @@ pub struct WaitAnswer {
 
 /// `GET /v1/wait?serial=N` (signed): returns as soon as the node's serial differs from `N`, an
 /// admin's run-now is pending for it (which it then clears: the agent has been told), or the
-/// site changed; else after the timeout (at most `catalog.wait_timeout`, 55 s by default).
+/// site or its Vault data changed (also when that happened since the node's last catalog, while
+/// it was not waiting); else after the timeout (at most `catalog.wait_timeout`, 55 s by default).
 /// Waiting holds no database connection: it sleeps on the node's watch channel.
 pub async fn wait(
     State(state): State<AppState>,
@@ -224,6 +225,13 @@ pub async fn wait(
         if serial.map(|serial| serial.0) != query.serial {
             return Ok(Json(WaitAnswer {
                 reason: WakeReason::SerialChanged,
+                serial,
+            }));
+        }
+        // A change while the host was applying its catalog (not waiting) is not lost.
+        if state.catalogs.behind_site(&node) {
+            return Ok(Json(WaitAnswer {
+                reason: WakeReason::SiteChanged,
                 serial,
             }));
         }

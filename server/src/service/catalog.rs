@@ -224,6 +224,8 @@ pub struct CatalogService {
     /// What [`CatalogService::refresh_vault`] saw last: the paths it read and the MAC of their
     /// data (`None` when reading failed); `None` before its first look.
     vault_seen: Mutex<Option<VaultLook>>,
+    /// The site generation each node's last catalog answer reflected.
+    answered: Mutex<HashMap<NodeId, u64>>,
 }
 
 impl std::fmt::Debug for CatalogService {
@@ -269,6 +271,7 @@ impl CatalogService {
             nodes: Mutex::new(HashMap::new()),
             known_paths: Mutex::new((String::new(), BTreeSet::new())),
             vault_seen: Mutex::new(None),
+            answered: Mutex::new(HashMap::new()),
         }
     }
 
@@ -395,8 +398,37 @@ impl CatalogService {
     }
 
     /// The catalog for `request.node` at `now`: compiled if its inputs changed, a new serial
-    /// only if its content changed (see the module documentation).
+    /// only if its content changed (see the module documentation). An answer (also the last
+    /// good catalog after a failed compile) records the site generation it reflects, for
+    /// [`CatalogService::behind_site`].
     pub async fn catalog_for(
+        &self,
+        request: &NodeRequest,
+        now: Timestamp,
+    ) -> Result<CatalogAnswer, CatalogError> {
+        let generation = *self.site_generation.borrow();
+        let answer = self.answer(request, now).await?;
+        self.answered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(request.node.clone(), generation);
+        Ok(answer)
+    }
+
+    /// Whether the site or the Vault data changed since `node` was last given a catalog by this
+    /// process (`false` when it was not given one since the start). A host that was busy
+    /// applying its catalog when the change happened was not waiting, so `/v1/wait` asks this
+    /// before it parks: the serial alone does not tell, because compiles are lazy.
+    pub fn behind_site(&self, node: &NodeId) -> bool {
+        let current = *self.site_generation.borrow();
+        self.answered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(node)
+            .is_some_and(|seen| *seen != current)
+    }
+
+    async fn answer(
         &self,
         request: &NodeRequest,
         now: Timestamp,
