@@ -217,6 +217,10 @@ pub fn apply(
     // Why each resource that must not run is held back.
     let mut blocked: HashMap<usize, String> = HashMap::new();
     let mut changed: HashSet<&ResourceId> = HashSet::new();
+    // Under noop: the resources that come after one that would change, with its id. What they
+    // need (an account, a directory, a unit file) may not exist yet, so a failure to check
+    // them is not a failure of the real run.
+    let mut after_would_change: HashMap<usize, &ResourceId> = HashMap::new();
     for &i in &order.sequence {
         let resource = &catalog.resources[i];
         let started = Instant::now();
@@ -252,14 +256,31 @@ pub fn apply(
                     Ok(Outcome::Skipped(reason)) => {
                         (ResourceStatus::Skipped, Some(reason), None, false)
                     }
-                    Err(error) => (
-                        ResourceStatus::Failed,
-                        Some(format!("{error:#}")),
-                        None,
-                        false,
-                    ),
+                    Err(error) => match after_would_change.get(&i) {
+                        Some(first) if cx.noop => (
+                            ResourceStatus::WouldChange,
+                            Some(format!(
+                                "would be applied after {first}, which would change first; \
+                                 cannot be checked before that: {error:#}"
+                            )),
+                            None,
+                            false,
+                        ),
+                        _ => (
+                            ResourceStatus::Failed,
+                            Some(format!("{error:#}")),
+                            None,
+                            false,
+                        ),
+                    },
                 }
             };
+        if status == ResourceStatus::WouldChange {
+            let first = after_would_change.get(&i).copied().unwrap_or(&resource.id);
+            for &d in &order.dependents[i] {
+                after_would_change.entry(d).or_insert(first);
+            }
+        }
         if status == ResourceStatus::Failed || blocked.contains_key(&i) {
             let reason = if status == ResourceStatus::Failed {
                 format!("requires {} which failed", resource.id)

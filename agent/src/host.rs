@@ -509,6 +509,19 @@ impl Host {
         Ok(Parent { dir, name, path })
     }
 
+    /// [`Host::parent`] for observing: `None` when a parent directory does not exist (so
+    /// neither does `path`; under noop, the directory that would create it was not made).
+    /// Anything else in the way (a symlink, a file) is still an error.
+    fn observed_parent<'a>(&self, path: &'a str) -> Result<Option<Parent<'a>>, HostError> {
+        match self.parent(path) {
+            Ok(parent) => Ok(Some(parent)),
+            Err(HostError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     /// Opens the directory `dir_path` (`""` is the root; otherwise `/a/b`) as an `O_PATH` fd.
     fn open_dir(&self, dir_path: &str) -> Result<OwnedFd, HostError> {
         let rel = dir_path.trim_start_matches('/');
@@ -646,7 +659,9 @@ impl Host {
 
     /// [`Host::observe_file`] with an explicit content limit.
     pub fn observe_file_limited(&self, path: &str, limit: u64) -> Result<FileState, HostError> {
-        let p = self.parent(path)?;
+        let Some(p) = self.observed_parent(path)? else {
+            return Ok(FileState::Absent);
+        };
         let Some((_, meta)) = Self::lstat(&p)? else {
             return Ok(FileState::Absent);
         };
@@ -666,7 +681,9 @@ impl Host {
 
     /// Observes what is at `path` where a directory is wanted (a symlink is reported as such).
     pub fn observe_dir(&self, path: &str) -> Result<DirState, HostError> {
-        let p = self.parent(path)?;
+        let Some(p) = self.observed_parent(path)? else {
+            return Ok(DirState::Absent);
+        };
         Ok(match Self::lstat(&p)? {
             None => DirState::Absent,
             Some((_, meta)) => match FileKind::of(&meta) {
@@ -678,7 +695,9 @@ impl Host {
 
     /// Reads the symlink at `path` (not following it).
     pub fn read_link(&self, path: &str) -> Result<LinkState, HostError> {
-        let p = self.parent(path)?;
+        let Some(p) = self.observed_parent(path)? else {
+            return Ok(LinkState::Absent);
+        };
         let Some((fd, meta)) = Self::lstat(&p)? else {
             return Ok(LinkState::Absent);
         };

@@ -663,16 +663,18 @@ fn a_swap_file_is_created_formatted_and_listed_in_a_root() {
     });
     let fstab_before = read(&root, "/etc/fstab");
 
-    let outcome = apply(&root, true, &spec).unwrap();
     assert_eq!(
-        outcome,
-        Outcome::changed("created and formatted the swap file; added to /etc/fstab")
+        apply(&root, true, &spec).unwrap(),
+        Outcome::changed("would create and format the swap file; would add it to /etc/fstab")
     );
     assert!(!root.path("/swapfile").exists(), "noop made the file");
     assert_eq!(read(&root, "/etc/fstab"), fstab_before, "noop wrote fstab");
 
     // Under --root nothing is activated: the fstab line does that at boot.
-    assert_eq!(apply(&root, false, &spec).unwrap(), outcome);
+    assert_eq!(
+        apply(&root, false, &spec).unwrap(),
+        Outcome::changed("created and formatted the swap file; added to /etc/fstab")
+    );
     let swapfile = root.path("/swapfile");
     assert_eq!(std::fs::metadata(&swapfile).unwrap().len(), 16 << 20);
     assert_eq!(mode_owner(&swapfile), (0o600, 0, 0));

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use steward_protocol::{
-    DirectorySpec, Mode, Resource, ResourceSpec, RunReport, RunStatus, Serial, Timestamp,
+    DirectorySpec, GitCloneSpec, Mode, Resource, ResourceSpec, ResourceStatus, RunReport,
+    RunStatus, Serial, Timestamp, UserEnsure, UserSpec,
 };
 use support::{catalog, now, sign, trust};
 
@@ -97,6 +98,47 @@ fn stderr(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(&out.stdout)
     )
+}
+
+/// Under noop nothing is created, so what comes after a resource that would change (a clone
+/// for an account that does not exist yet) cannot be checked: it would change, it did not fail.
+#[test]
+fn noop_reports_what_needs_a_would_change_resource_as_would_change_not_failed() {
+    let sb = Sandbox::new();
+    let user = Resource::new(ResourceSpec::User(UserSpec {
+        name: "ada".into(),
+        uid: None,
+        shell: "/bin/bash".into(),
+        home: "/home/ada".into(),
+        home_mode: Mode(0o700),
+        groups: Vec::new(),
+        comment: None,
+        lock_at_creation: true,
+        ensure: UserEnsure::Present,
+    }));
+    let clone = Resource::new(ResourceSpec::GitClone(GitCloneSpec {
+        path: "/home/ada/code/notes".into(),
+        url: "https://git.example/ada/notes.git".into(),
+        user: "ada".into(),
+        branch: None,
+        config: Default::default(),
+        remotes: Default::default(),
+        refresh: false,
+    }));
+    let bytes = sign(&catalog("devvm", serial_now(), vec![user, clone]));
+    let (out, report) = sb.run(&bytes, &["--noop"]);
+    let report = report.unwrap_or_else(|| panic!("{}", stderr(&out)));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(report.totals.failed, 0, "{:#?}", report.events);
+    let clone = report
+        .events
+        .iter()
+        .find(|e| e.resource.as_str() == "git_clone:/home/ada/code/notes")
+        .unwrap();
+    assert_eq!(clone.status, ResourceStatus::WouldChange);
+    let message = clone.message.as_deref().unwrap_or_default();
+    assert!(message.contains("after user:ada"), "{message}");
+    assert!(!sb.root.join("home").exists(), "noop wrote nothing");
 }
 
 #[test]

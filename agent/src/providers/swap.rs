@@ -95,7 +95,7 @@ fn converge(spec: &SwapSpec, cx: &Context<'_>) -> anyhow::Result<Outcome> {
         });
     }
     if cx.noop {
-        return Ok(outcome(&plan, None));
+        return Ok(planned(&plan));
     }
     if plan.create {
         create_swapfile(spec, cx)?;
@@ -213,6 +213,23 @@ fn diff(spec: &SwapSpec, have: &Observed) -> Result<Plan, String> {
         }
     }
     Ok(plan)
+}
+
+/// What a plan with changes would do (noop).
+fn planned(plan: &Plan) -> Outcome {
+    let steps = [
+        (plan.create, "would create and format the swap file"),
+        (plan.fix_mode, "would set mode 0600, owner root"),
+        (plan.add_fstab, "would add it to /etc/fstab"),
+        (plan.activate, "would activate it"),
+    ];
+    let mut would: Vec<String> = steps
+        .iter()
+        .filter(|(wanted, _)| *wanted)
+        .map(|(_, step)| (*step).to_string())
+        .collect();
+    would.extend(plan.size_note.clone());
+    Outcome::changed(would.join("; "))
 }
 
 /// The outcome of a plan with changes; `refused` is swapon's complaint, if it refused.
@@ -491,6 +508,14 @@ mod tests {
         assert_eq!(
             outcome(&created, None),
             Outcome::changed("created and formatted the swap file; added to /etc/fstab; activated")
+        );
+        // Under noop, in the conditional.
+        assert_eq!(
+            planned(&created),
+            Outcome::changed(
+                "would create and format the swap file; would add it to /etc/fstab; \
+                 would activate it"
+            )
         );
     }
 
