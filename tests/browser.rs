@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{json, Value};
-use steward_tests::{bin, free_port, sandbox_root, AgentProcess, ServerProcess};
+use steward_tests::{free_port, hash_password, sandbox_root, AgentProcess, ServerProcess};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -308,28 +308,6 @@ bundles:
     )
     .unwrap();
     (site, vault)
-}
-
-/// `steward-server ui hash-password` with the password on stdin.
-fn hash_password(password: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new(bin("steward-server"))
-        .args(["ui", "hash-password"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(hash.starts_with("$argon2id$"), "{hash}");
-    hash
 }
 
 /// A stand-in for an SSO proxy (Authentik's forward auth): plain HTTP on loopback, one request

@@ -15,8 +15,8 @@
 //!      as PID 1 (the site's `t3-serve@` units start for real); the agent is the packaged unit
 //!      (`deploy/systemd/steward-agent.service`, the binary copied in), it enrolls and
 //!      converges the root every minute and at once on the UI's "Run now";
-//!    - otherwise: dry runs (`steward-agent run --noop`) against a scratch root every minute
-//!      and when the UI's "Run now" is pressed (the agent's daemon has no `--noop`).
+//!    - otherwise: `steward-agent daemon --noop` against a scratch root: dry runs every minute,
+//!      at once on the UI's "Run now" and after a site change.
 //! 4. It prints the UI's address, the password and the logs, then every run report as it
 //!    arrives. Ctrl-C or SIGTERM stops the agent (powers the root off and removes it), the
 //!    server and OpenBao. What a killed demo left (processes, the root) is removed at the next
@@ -190,7 +190,7 @@ struct Demo {
 enum Agent {
     /// A booted root with the agent's unit; dropping it powers it off and removes it.
     Booted { root: RootDir, log: PathBuf },
-    /// Dry runs from here against a scratch root.
+    /// `steward-agent daemon --noop` against a scratch root.
     Noop(NoopAgent),
 }
 
@@ -339,7 +339,7 @@ impl Demo {
         ));
 
         // 4. Follow the reports until Ctrl-C, or check. Then `running` stops everything.
-        self.follow(server, agent, &ui, &password, &agent_log);
+        self.follow(server, &ui, &password, &agent_log);
     }
 
     /// Removes what an earlier demo in `dir` left (processes, a booted root), then recreates
@@ -567,14 +567,7 @@ impl Demo {
     }
 
     /// Prints every new run report until Ctrl-C; with `--check`, checks and returns.
-    fn follow(
-        &self,
-        server: &mut ServerProcess,
-        agent: &mut Agent,
-        ui: &str,
-        password: &str,
-        agent_log: &Path,
-    ) {
+    fn follow(&self, server: &mut ServerProcess, ui: &str, password: &str, agent_log: &Path) {
         let mut seen: Vec<String> = Vec::new();
         let mut first: Option<Value> = None;
         let mut last_poll = Instant::now() - Duration::from_secs(10);
@@ -589,9 +582,6 @@ impl Demo {
             }
             if last_poll.elapsed() >= Duration::from_secs(1) {
                 last_poll = Instant::now();
-                if let Agent::Noop(noop) = agent {
-                    noop.tick(server, |t| self.step(t));
-                }
                 let mut runs = runs_of(server);
                 runs.reverse();
                 for run in runs {
@@ -607,14 +597,6 @@ impl Demo {
                              (runs, events, the catalog) and {ui}/ui/runs/{id}",
                             self.started.elapsed().as_secs_f64()
                         ));
-                        let failed = run["totals"]["failed"].as_u64().unwrap_or(0);
-                        if run["noop"] == true && failed > 0 {
-                            self.step(&format!(
-                                "({failed} failed in a dry run against an empty root: each needs \
-                                 what an earlier resource would create first, a user or a unit \
-                                 file; a real run, as root, has none)"
-                            ));
-                        }
                         if !self.options.check {
                             self.step("running; new run reports appear below; Ctrl-C stops");
                         }
@@ -623,7 +605,7 @@ impl Demo {
                 }
             }
             if let (true, Some(run)) = (self.options.check, &first) {
-                self.check(server, agent, ui, password, run, &seen);
+                self.check(server, ui, password, run, &seen);
                 return;
             }
             if first.is_none() && last_hint.elapsed() >= Duration::from_secs(30) {
@@ -653,7 +635,6 @@ impl Demo {
     fn check(
         &self,
         server: &mut ServerProcess,
-        agent: &mut Agent,
         ui: &str,
         password: &str,
         first: &Value,
@@ -664,10 +645,12 @@ impl Demo {
         let events = detail["events"].as_array().cloned().unwrap_or_default();
         assert!(!events.is_empty(), "the run has its events: {detail:#}");
         let failed: Vec<&Value> = events.iter().filter(|e| e["status"] == "failed").collect();
+        // A dry run fails nothing either: what needs a resource that would be created first
+        // is reported as would change.
+        assert!(failed.is_empty(), "failed resources: {failed:#?}");
         if self.noop {
             assert_eq!(first["noop"], true, "a dry run: {first:#}");
         } else {
-            assert!(failed.is_empty(), "failed resources: {failed:#?}");
             assert_eq!(first["status"], "changed", "{first:#}");
         }
         self.step(&format!(
@@ -701,9 +684,6 @@ impl Demo {
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             assert!(!self.stopped(), "interrupted");
-            if let Agent::Noop(noop) = agent {
-                noop.tick(server, |t| self.step(t));
-            }
             let runs = runs_of(server);
             if let Some(new) = runs
                 .iter()
@@ -722,20 +702,11 @@ impl Demo {
     }
 }
 
-/// Dry runs against a scratch root, every [`INTERVAL_SECS`], when an admin asks and when the
-/// site changes (what the daemon's long-poll would wake it for).
+/// `steward-agent daemon --noop` against a scratch root: dry runs every [`INTERVAL_SECS`],
+/// when an admin asks and when the site changes (the long-poll). Dropping it stops it.
 struct NoopAgent {
-    agent: AgentProcess,
+    daemon: std::process::Child,
     log: PathBuf,
-    next_run: Instant,
-    /// The run-now request already answered. Only the daemon's long-poll clears a request,
-    /// so a pending one is answered once.
-    answered: Option<i64>,
-    site: PathBuf,
-    /// The newest modification time in the site, and since when it is newer than at the last
-    /// dry run (the server reloads the site within a second).
-    site_stamp: Option<std::time::SystemTime>,
-    site_changed: Option<Instant>,
 }
 
 impl NoopAgent {
@@ -749,83 +720,33 @@ impl NoopAgent {
         let agent_dir = dir.join("agent");
         std::fs::create_dir_all(&agent_dir).unwrap();
         let root = scratch_root(&agent_dir.join("root"), NODE);
-        std::fs::create_dir_all(root.join("home")).unwrap();
-        let agent = AgentProcess::new(&agent_dir, join, server, &root);
-        let site = dir.join("site");
-        let noop = NoopAgent {
-            agent,
-            log: logs.join("agent.log"),
-            next_run: Instant::now(),
-            answered: None,
-            site_stamp: newest_mtime(&site),
-            site,
-            site_changed: None,
-        };
+        let agent = AgentProcess::with_interval(&agent_dir, join, server, &root, INTERVAL_SECS);
         step(&format!(
             "agent: scratch root {} (only /etc/passwd, /etc/group, /etc/hostname)",
             shown(&root)
         ));
-        let out = noop.command(&["enroll", "--root", root.to_str().unwrap()]);
-        assert!(
-            out,
-            "the agent could not enroll; see {}",
-            noop.log.display()
-        );
-        step("agent: enrolled and approved (auto-approve token)");
-        noop
+        let log = logs.join("agent.log");
+        let daemon = agent.spawn_daemon_with(&log, &["--noop"]);
+        step("agent: steward-agent daemon --noop (enrolls, then dry runs)");
+        NoopAgent { daemon, log }
     }
+}
 
-    /// Runs the agent with `args`, its output appended to the log; true on exit 0, 2, 4, 6.
-    fn command(&self, args: &[&str]) -> bool {
-        let out = self.agent.cmd(args);
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let _ = writeln!(log, "$ steward-agent {}", args.join(" "));
-        let _ = log.write_all(&out.stdout);
-        let _ = log.write_all(&out.stderr);
-        matches!(out.status.code(), Some(0 | 2 | 4 | 6))
-    }
-
-    /// A dry run when one is due or an admin asked for one.
-    fn tick(&mut self, server: &ServerProcess, step: impl Fn(&str)) {
-        let requested = server
-            .http()
-            .get(format!("{}/api/v1/nodes/{NODE}", server.url))
-            .bearer_auth(&server.admin_token)
-            .send()
-            .ok()
-            .and_then(|r| r.json::<Value>().ok())
-            .and_then(|node| node["node"]["run_now_requested_at"].as_i64());
-        let asked = requested.is_some() && requested != self.answered;
-        if asked {
-            self.answered = requested;
-            step("agent: \"Run now\" requested; a dry run");
-        }
-        let stamp = newest_mtime(&self.site);
-        if stamp != self.site_stamp {
-            self.site_stamp = stamp;
-            self.site_changed.get_or_insert_with(Instant::now);
-        }
-        let site_changed = self
-            .site_changed
-            .is_some_and(|at| at.elapsed() >= Duration::from_secs(2));
-        if site_changed {
-            self.site_changed = None;
-            step("agent: the site changed; a dry run");
-        }
-        if asked || site_changed || Instant::now() >= self.next_run {
-            self.next_run = Instant::now() + Duration::from_secs(INTERVAL_SECS);
-            let root = self.agent.root.display().to_string();
-            if !self.command(&["run", "--noop", "--root", &root]) {
-                step(&format!(
-                    "agent: the dry run could not run; see {}",
-                    shown(&self.log)
-                ));
+impl Drop for NoopAgent {
+    fn drop(&mut self) {
+        // SIGTERM: the daemon finishes the resource it is on and exits.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.daemon.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.daemon.try_wait() {
+                return;
             }
+            std::thread::sleep(Duration::from_millis(100));
         }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
     }
 }
 
@@ -966,24 +887,6 @@ fn describe_run(run: &Value) -> String {
         n("resources"),
         run["duration_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
     )
-}
-
-/// The newest modification time of the files under `dir`.
-fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
-    let mut newest = None;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let Ok(meta) = entry.metadata() else {
-                continue;
-            };
-            if meta.is_dir() {
-                stack.push(entry.path());
-            }
-            newest = newest.max(meta.modified().ok());
-        }
-    }
-    newest
 }
 
 /// The last `n` lines of `text`.

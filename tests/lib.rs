@@ -335,12 +335,23 @@ pub struct AgentProcess {
 impl AgentProcess {
     /// An agent in `dir` joining with `join`, trusting the server's certificate.
     pub fn new(dir: &Path, join: &str, server: &ServerProcess, root: &Path) -> AgentProcess {
+        AgentProcess::with_interval(dir, join, server, root, 3600)
+    }
+
+    /// [`AgentProcess::new`] whose daemon runs every `interval_secs`.
+    pub fn with_interval(
+        dir: &Path,
+        join: &str,
+        server: &ServerProcess,
+        root: &Path,
+        interval_secs: u64,
+    ) -> AgentProcess {
         let config = dir.join("agent.toml");
         let state_dir = dir.join("agent-state");
         std::fs::write(
             &config,
             format!(
-                "join = {join:?}\nca_file = {:?}\nstate_dir = {:?}\ninterval_secs = 3600\n\
+                "join = {join:?}\nca_file = {:?}\nstate_dir = {:?}\ninterval_secs = {interval_secs}\n\
                  splay_limit_secs = 0\nwait_secs = 5\n",
                 server.data_dir.join("tls.crt").display().to_string(),
                 state_dir.display().to_string(),
@@ -366,11 +377,17 @@ impl AgentProcess {
 
     /// Starts `daemon --root <root>`, its output going to `log`.
     pub fn spawn_daemon(&self, log: &Path) -> Child {
+        self.spawn_daemon_with(log, &[])
+    }
+
+    /// [`AgentProcess::spawn_daemon`] with more daemon arguments (`--noop`).
+    pub fn spawn_daemon_with(&self, log: &Path, extra: &[&str]) -> Child {
         let log = std::fs::File::create(log).unwrap();
         Command::new(bin("steward-agent"))
             .arg("--config")
             .arg(&self.config)
             .args(["daemon", "--root", self.root.to_str().unwrap()])
+            .args(extra)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

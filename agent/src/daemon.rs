@@ -166,9 +166,14 @@ pub fn daemon(
     let client = client_for(config, &identity.server_url)?;
     let interval = Duration::from_secs(config.interval_secs + config.splay_secs(&identity.node.0));
     eprintln!(
-        "steward-agent: node {} of {}; runs every {}s (interval {} + splay {})",
+        "steward-agent: node {} of {}; {} every {}s (interval {} + splay {})",
         identity.node,
         identity.server_url,
+        if options.noop {
+            "dry runs (noop)"
+        } else {
+            "runs"
+        },
         interval.as_secs(),
         config.interval_secs,
         config.splay_secs(&identity.node.0)

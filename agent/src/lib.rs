@@ -75,6 +75,9 @@ pub enum Command {
         /// Apply to this root instead of `/`.
         #[arg(long, value_name = "DIR", default_value = "/")]
         root: PathBuf,
+        /// Every run is a dry run: report what would change, change nothing (audit mode).
+        #[arg(long)]
+        noop: bool,
     },
     /// Print the last run's summary (time, serial, counts, failures).
     Status {
@@ -194,9 +197,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run_command(&config, &state_dir, args, &stop),
-        Command::Daemon { root } => {
+        Command::Daemon { root, noop } => {
             let state = state::StateDir::open(&state_dir)?;
-            let options = run_options(&config, root, false);
+            let options = run_options(&config, root, noop);
             daemon::daemon(&config, &options, &state, &stop)?;
             Ok(ExitCode::SUCCESS)
         }
