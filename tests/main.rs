@@ -304,3 +304,82 @@ fn a_pending_node_waits_with_backoff_and_runs_once_an_admin_approves() {
     let _ = daemon.kill();
     let _ = daemon.wait();
 }
+
+/// The README's root key procedure: a new root key (the old one lost or leaked) is refused by
+/// an enrolled host until it enrolls again with a join string that pins the new key; it keeps
+/// its own key, its node and its history.
+#[test]
+fn after_a_root_key_replacement_hosts_re_enroll_with_a_new_join_string() {
+    let t = tempfile::tempdir().unwrap();
+    let (site, vault, _) = lab_site(t.path());
+    let mut server = ServerProcess::start(t.path(), &site, &vault);
+    let join = server.join_string(&["--auto-approve", "--class", "lab", "--hostname", "lab-*"]);
+    let root = sandbox_root(t.path());
+    let agent = AgentProcess::new(t.path(), &join, &server, &root);
+    assert!(agent
+        .cmd(&["enroll", "--root", root.to_str().unwrap()])
+        .status
+        .success());
+    let (code, _, stderr) = agent.run();
+    assert_eq!(code, Some(2), "{stderr}");
+
+    // Stop, move root.key away, start: a new root key is made.
+    server.stop();
+    std::fs::rename(
+        server.data_dir.join("root.key"),
+        t.path().join("root.key.old"),
+    )
+    .unwrap();
+    server.restart();
+    // The same catalog answers 304: the host keeps applying the one it verified. A new one
+    // (a site change) comes signed under the new root, which the host does not trust.
+    let (code, _, stderr) = agent.run();
+    assert_eq!(code, Some(0), "{stderr}");
+    let site_yaml = site.join("site.yaml");
+    let text = std::fs::read_to_string(&site_yaml).unwrap();
+    std::fs::write(
+        &site_yaml,
+        text.replace("managed by steward", "managed by Steward"),
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (code, report, stderr) = agent.run();
+    assert_ne!(
+        code,
+        Some(0),
+        "a catalog under the new root is refused: {stderr}"
+    );
+    assert!(
+        format!("{stderr}{report}").contains("not signed by a trusted key"),
+        "{code:?} {stderr} {report}"
+    );
+
+    let new_join = server.join_string(&["--auto-approve", "--class", "lab", "--hostname", "lab-*"]);
+    assert_ne!(new_join, join);
+    let out = agent.cmd(&[
+        "enroll",
+        "--join",
+        &new_join,
+        "--root",
+        root.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "re-enroll: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, report, stderr) = agent.run();
+    assert_eq!(code, Some(2), "the new catalog applies: {stderr}\n{report}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("srv/lab/motd")).unwrap(),
+        "managed by Steward for lab-1\n"
+    );
+    let node = server.admin_get("/api/v1/nodes/lab-1");
+    assert_eq!(
+        node["keys"].as_array().unwrap().len(),
+        1,
+        "the same key: {node}"
+    );
+    assert!(runs_of(&server, "lab-1").len() >= 3, "history kept");
+}
