@@ -28,8 +28,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,12 +47,13 @@ use steward_server::db::nodes::{self, NewNode};
 use steward_server::db::{runs, Db};
 use tokio::sync::Semaphore;
 
+mod common;
+use common::{copy_dir, free_port, mb, now, random_bytes, write_config, BoxError, ServerProcess};
+
 const CATALOG_CONCURRENCY: usize = 64;
 const REPORT_CONCURRENCY: usize = 8;
 const REPORT_EVENTS: usize = 500;
 const SEED_EVENTS_PER_RUN: usize = 10;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, Clone)]
 struct Scale {
@@ -114,21 +114,6 @@ struct SimNode {
     encryption_public: String,
     machine_id: String,
     facts_body: Vec<u8>,
-}
-
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    getrandom::getrandom(&mut bytes).expect("randomness");
-    bytes
-}
-
-fn now() -> Timestamp {
-    Timestamp(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_secs() as i64,
-    )
 }
 
 impl SimNode {
@@ -281,97 +266,6 @@ async fn seed_runs(db: &Db, nodes: &[SimNode], count: usize) -> Result<(), BoxEr
         done += batch;
     }
     Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// The server child process.
-
-struct ServerProcess {
-    child: Child,
-    base: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn write_config(dir: &Path, data: &Path, site: &Path, vault: &Path, port: u16) -> PathBuf {
-    let path = dir.join("server.toml");
-    let text = format!(
-        "listen = \"127.0.0.1:0\"\nplain_listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n\
-         site = {:?}\nvault_data_file = {:?}\n[enroll]\nper_address_per_minute = 100000\n",
-        data.display().to_string(),
-        site.display().to_string(),
-        vault.display().to_string(),
-    );
-    fs::write(&path, text).expect("writing the config");
-    path
-}
-
-async fn start_server(config: &Path, port: u16, log: &Path) -> Result<ServerProcess, BoxError> {
-    let log = fs::OpenOptions::new().create(true).append(true).open(log)?;
-    let child = Command::new(env!("CARGO_BIN_EXE_steward-server"))
-        .arg("serve")
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()?;
-    let base = format!("http://127.0.0.1:{port}");
-    let probe = reqwest::Client::builder().no_proxy().build()?;
-    let started = Instant::now();
-    loop {
-        if let Ok(response) = probe.get(format!("{base}/healthz")).send().await {
-            if response.status().is_success() {
-                break;
-            }
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            return Err("the server did not answer /healthz within 30 s".into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(ServerProcess { child, base })
-}
-
-impl ServerProcess {
-    fn memory(&self) -> (u64, u64) {
-        let status =
-            fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|kb| kb.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-
-    /// SIGTERM, then the time until it exited and its exit status.
-    fn stop(mut self) -> (Duration, Option<i32>) {
-        let started = Instant::now();
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return (started.elapsed(), status.code());
-            }
-            if started.elapsed() > Duration::from_secs(60) {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                return (started.elapsed(), None);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -643,10 +537,6 @@ async fn herd(
     (total, started.elapsed())
 }
 
-fn mb(kb: u64) -> f64 {
-    kb as f64 / 1024.0
-}
-
 // ---------------------------------------------------------------------------------------------
 
 fn main() -> Result<(), BoxError> {
@@ -713,8 +603,15 @@ async fn run() -> Result<(), BoxError> {
     println!("database file: {:.1} MB", db_size as f64 / 1e6);
 
     let port = free_port();
-    let config = write_config(dir.path(), &data, &site, &vault, port);
-    let server = start_server(&config, port, &log).await?;
+    let config = write_config(
+        dir.path(),
+        &data,
+        &site,
+        &vault,
+        port,
+        "[enroll]\nper_address_per_minute = 100000\n",
+    );
+    let mut server = ServerProcess::start(&config, port, &log).await?;
     let base = server.base.clone();
     let (rss, hwm) = server.memory();
     println!(
@@ -862,7 +759,7 @@ async fn run() -> Result<(), BoxError> {
         );
         db.close().await;
     }
-    let server = start_server(&config, port, &log).await?;
+    let mut server = ServerProcess::start(&config, port, &log).await?;
     let mut herd_etags = etags.to_vec();
     herd_etags.resize(herd_nodes.len(), String::new());
     let window = Duration::from_secs_f64(scale.herd_window_secs);
@@ -924,19 +821,5 @@ async fn run() -> Result<(), BoxError> {
     );
     let log_lines = fs::read_to_string(&log).map_or(0, |text| text.lines().count());
     println!("server log: {log_lines} lines (info level, JSON, to a file)");
-    Ok(())
-}
-
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    fs::create_dir_all(to)?;
-    for entry in fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            fs::copy(entry.path(), &target)?;
-        }
-    }
     Ok(())
 }

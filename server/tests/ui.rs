@@ -887,6 +887,91 @@ async fn pages_show_the_fleet_runs_failures_and_enrollment() {
     assert!(audit.body.contains("token.create") && audit.body.contains("node.approve"));
 }
 
+/// A resource changed in each of a node's last three real runs does not converge: it is
+/// flagged on the node's page and listed on the failures page; one changed in fewer runs, a
+/// noop run's would-changes and another node's changes are not.
+#[tokio::test]
+async fn flapping_resources_are_flagged_on_the_node_and_listed() {
+    let server = ui_server("").await;
+    let flappy = Agent::new("devvm");
+    server.enroll_approved(&flappy).await;
+    let calm = Agent::new("ws-calm");
+    server.enroll_approved(&calm).await;
+    let motd = || ResourceId::new("file", "/etc/motd");
+    let git = || ResourceId::new("package", "git");
+    for round in 0..3 {
+        let git_status = if round == 0 {
+            ResourceStatus::Unchanged
+        } else {
+            ResourceStatus::Changed
+        };
+        report_with_events(
+            &server,
+            &flappy,
+            vec![
+                event(motd(), ResourceStatus::Changed, Some("content changed")),
+                event(git(), git_status, None),
+            ],
+        )
+        .await;
+        if round < 2 {
+            report_with_events(
+                &server,
+                &calm,
+                vec![event(motd(), ResourceStatus::Changed, None)],
+            )
+            .await;
+        }
+    }
+    // A dry run in between changes nothing and does not count.
+    let mut dry = flappy.report(None);
+    dry.noop = true;
+    dry.status = RunStatus::Noop;
+    dry.events = vec![event(motd(), ResourceStatus::WouldChange, None)];
+    dry.totals = Totals::of(&dry.events);
+    assert!(flappy
+        .send_report(&server, &dry)
+        .await
+        .status()
+        .is_success());
+
+    let mut browser = Browser::logged_in(&server).await;
+    let node = browser.get("/ui/nodes/devvm").await;
+    let notice = node
+        .body
+        .split("<strong>Flapping:</strong>")
+        .nth(1)
+        .expect("the node page flags flapping resources")
+        .split("</div>")
+        .next()
+        .unwrap();
+    assert!(notice.contains("file:/etc/motd"), "{notice}");
+    assert!(
+        !notice.contains("package:git"),
+        "changed in two runs only: {notice}"
+    );
+    let calm_page = browser.get("/ui/nodes/ws-calm").await;
+    assert!(!calm_page.body.contains("<strong>Flapping:</strong>"));
+
+    let failures = browser.get("/ui/failures").await;
+    let listed = failures
+        .body
+        .split("Flapping resources")
+        .nth(1)
+        .unwrap()
+        .split("</section>")
+        .next()
+        .unwrap();
+    assert!(
+        listed.contains("devvm") && listed.contains("file:/etc/motd"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains("ws-calm") && !listed.contains("package:git"),
+        "{listed}"
+    );
+}
+
 /// "Reject" refuses only what waits: a new key beside an approved node's key is refused for
 /// good and the node keeps working; a new node is revoked.
 #[tokio::test]

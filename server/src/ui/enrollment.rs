@@ -17,6 +17,7 @@ use crate::service::admin::{self as operations, TokenRequest};
 use crate::state::AppState;
 use crate::ui::auth::UiUser;
 use crate::ui::form::Form;
+use crate::ui::queries;
 use crate::ui::text::clean_short;
 use crate::ui::{ago, format_time, render, see_other, Badge, Layout, UiError};
 
@@ -123,28 +124,19 @@ async fn build(
     form_error: Option<String>,
 ) -> Result<EnrollmentPage, UiError> {
     let now = service::now();
-    let nodes = db::nodes::list(&state.db, None).await?;
     let waiting_keys = db::pending_keys::list(&state.db).await?;
-    let mut pending = Vec::new();
-    for node in nodes
-        .iter()
-        .filter(|n| n.status == EnrollmentStatus::Pending)
-    {
-        let key = db::keys::history(&state.db, &node.name)
-            .await?
-            .into_iter()
-            .find(|key| key.revoked_at.is_none());
-        pending.push(PendingRow {
-            href: format!("/ui/nodes/{}", node.name.0),
-            name: node.name.0.clone(),
+    let mut pending: Vec<PendingRow> = queries::pending_nodes(&state.db)
+        .await?
+        .into_iter()
+        .map(|node| PendingRow {
+            href: format!("/ui/nodes/{}", node.name),
             what: "new host".into(),
-            key: key
-                .as_ref()
-                .map_or_else(String::new, |k| k.key_id.0.clone()),
-            machine_id: node.machine_id.clone().unwrap_or_else(|| "—".into()),
+            key: node.key_id.unwrap_or_default(),
+            machine_id: node.machine_id.unwrap_or_else(|| "—".into()),
             since: ago(node.created_at, now),
-        });
-    }
+            name: node.name,
+        })
+        .collect();
     for waiting in waiting_keys {
         pending.push(PendingRow {
             href: format!("/ui/nodes/{}", waiting.node.0),
@@ -155,9 +147,9 @@ async fn build(
             since: ago(waiting.requested_at, now),
         });
     }
-    let held = nodes
+    let held = db::nodes::list(&state.db, Some(EnrollmentStatus::Quarantined))
+        .await?
         .iter()
-        .filter(|n| n.status == EnrollmentStatus::Quarantined)
         .map(|node| HeldRow {
             href: format!("/ui/nodes/{}", node.name.0),
             name: node.name.0.clone(),

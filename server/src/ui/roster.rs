@@ -105,16 +105,11 @@ type LastEvents = BTreeMap<String, (RunId, Timestamp, Vec<(String, String, Optio
 
 async fn last_events(state: &AppState, people: &[&RosterUser]) -> Result<LastEvents, UiError> {
     let needles: Vec<&str> = people.iter().map(|person| person.name.as_str()).collect();
-    let mut out: LastEvents = BTreeMap::new();
-    for (node, run_id, started, resource, status, message) in
-        queries::last_run_events_mentioning(&state.db, &needles).await?
-    {
-        out.entry(node)
-            .or_insert_with(|| (run_id, started, Vec::new()))
-            .2
-            .push((resource, status, message));
-    }
-    Ok(out)
+    Ok(queries::last_run_events_mentioning(&state.db, &needles)
+        .await?
+        .into_iter()
+        .map(|last| (last.node, (last.run_id, last.started_at, last.events)))
+        .collect())
 }
 
 /// Which resource ids are a person's.
