@@ -41,8 +41,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use steward_tests::{
-    bin, example_site_copy, example_vault_data, must, random_hex, Bao, RootDir, ServerProcess,
-    EXAMPLE_SITE_PACKAGES, FIXTURES,
+    build_agent_deb, example_site_copy, example_vault_data, must, random_hex, Bao, RootDir,
+    ServerProcess, EXAMPLE_SITE_PACKAGES, FIXTURES,
 };
 
 /// The clones' host names, in the order they are booted.
@@ -143,47 +143,6 @@ git -C "$w" -c user.name=fixture -c user.email=f@example.invalid commit -q -m up
 git -C "$w" push -q origin master
 rm -rf "$w"
 "##;
-
-// ---------------------------------------------------------------------------------------------
-// The Debian package
-
-/// The `steward-agent` Debian package of the binary under test: `cargo deb --no-build` with
-/// the package's own metadata (`[package.metadata.deb]` in agent/Cargo.toml: unit, tmpfiles,
-/// maintainer scripts, example config), in a scratch target directory (under `dir`) whose
-/// `release/steward-agent`, the binary asset's path, is a copy of the tested binary. Stripped,
-/// as the release package is.
-///
-/// Why not `deploy/build-debs.sh` here: it builds a release binary, and a nested `cargo build`
-/// in the target directory `cargo test` holds would wait for its lock forever (a separate
-/// target directory means a second full release build, minutes on CI); a prebuilt
-/// `target/debian/*.deb` could be stale against the server under test. Packaging the tested
-/// binary takes a second and needs no lock: `--no-build` runs only `cargo metadata`.
-fn build_agent_deb(dir: &Path) -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let version = Command::new(&cargo).args(["deb", "--version"]).output();
-    assert!(
-        version.as_ref().is_ok_and(|o| o.status.success()),
-        "cargo-deb is missing: install it with `cargo install cargo-deb --locked --version =3.8.0` \
-         (deploy/build-debs.sh and .ci/run do)"
-    );
-    let target = dir.join("target");
-    std::fs::create_dir_all(target.join("release")).unwrap();
-    std::fs::copy(bin("steward-agent"), target.join("release/steward-agent")).unwrap();
-    let written = must(
-        "cargo deb --no-build -p steward-agent",
-        Command::new(&cargo)
-            .args(["deb", "--no-build", "--locked", "-p", "steward-agent"])
-            .args(["--strip", "--no-dbgsym", "--fast", "--output"])
-            .arg(dir.join("out"))
-            .env("CARGO_TARGET_DIR", &target)
-            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")),
-    );
-    written
-        .lines()
-        .map(PathBuf::from)
-        .find(|p| p.extension().is_some_and(|e| e == "deb") && p.is_file())
-        .unwrap_or_else(|| panic!("cargo deb printed no .deb: {written}"))
-}
 
 // ---------------------------------------------------------------------------------------------
 // Roots and network
