@@ -27,8 +27,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,7 +46,7 @@ use steward_server::db::{runs, Db};
 use tokio::sync::Semaphore;
 
 mod common;
-use common::{copy_dir, free_port, mb, now, random_bytes, write_config, BoxError, ServerProcess};
+use common::{free_port, mb, now, random_bytes, BoxError, ServerProcess, Workspace};
 
 const CATALOG_CONCURRENCY: usize = 64;
 const REPORT_CONCURRENCY: usize = 8;
@@ -555,17 +553,8 @@ async fn run() -> Result<(), BoxError> {
          client: this process, same machine ({} CPUs shared)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf();
-    let dir = tempfile::tempdir()?;
-    let site = dir.path().join("site");
-    copy_dir(&repo.join("deploy/example-site"), &site)?;
-    let vault = site.join("vault-data.yaml");
-    let data = dir.path().join("data");
-    fs::DirBuilder::new().mode(0o700).create(&data)?;
-    let log = dir.path().join("server.log");
+    let workspace = Workspace::new()?;
+    let (data, log) = (&workspace.data, &workspace.log);
 
     let herd_nodes: Arc<Vec<SimNode>> = Arc::new((0..scale.herd_nodes).map(SimNode::new).collect());
     let nodes: Arc<Vec<SimNode>> = Arc::new(
@@ -603,15 +592,8 @@ async fn run() -> Result<(), BoxError> {
     println!("database file: {:.1} MB", db_size as f64 / 1e6);
 
     let port = free_port();
-    let config = write_config(
-        dir.path(),
-        &data,
-        &site,
-        &vault,
-        port,
-        "[enroll]\nper_address_per_minute = 100000\n",
-    );
-    let mut server = ServerProcess::start(&config, port, &log).await?;
+    let config = workspace.write_config(port, "[enroll]\nper_address_per_minute = 100000\n");
+    let mut server = ServerProcess::start(&config, port, log).await?;
     let base = server.base.clone();
     let (rss, hwm) = server.memory();
     println!(
@@ -759,7 +741,7 @@ async fn run() -> Result<(), BoxError> {
         );
         db.close().await;
     }
-    let mut server = ServerProcess::start(&config, port, &log).await?;
+    let mut server = ServerProcess::start(&config, port, log).await?;
     let mut herd_etags = etags.to_vec();
     herd_etags.resize(herd_nodes.len(), String::new());
     let window = Duration::from_secs_f64(scale.herd_window_secs);
@@ -819,7 +801,7 @@ async fn run() -> Result<(), BoxError> {
         "SIGTERM: server exited in {:.2} s with status {code:?}",
         took.as_secs_f64()
     );
-    let log_lines = fs::read_to_string(&log).map_or(0, |text| text.lines().count());
+    let log_lines = fs::read_to_string(log).map_or(0, |text| text.lines().count());
     println!("server log: {log_lines} lines (info level, JSON, to a file)");
     Ok(())
 }

@@ -36,7 +36,6 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -59,7 +58,7 @@ use steward_server::db::nodes::{self, NewNode};
 use steward_server::db::tokens::{self, NewToken, SecretHash};
 use steward_server::db::{self, runs, Db};
 mod common;
-use common::{copy_dir, free_port, mb, now, random_bytes, write_config, BoxError, ServerProcess};
+use common::{free_port, mb, now, random_bytes, BoxError, ServerProcess, Workspace};
 
 /// The verdict's threshold.
 const LIMIT_MS: f64 = 100.0;
@@ -1444,26 +1443,22 @@ async fn run() -> Result<(), BoxError> {
          from 127.0.0.1; client: this process, sequential requests ({} CPUs shared)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf();
-    let dir = tempfile::tempdir()?;
-    let site = dir.path().join("site");
-    copy_dir(&repo.join("deploy/example-site"), &site)?;
-    let vault = site.join("vault-data.yaml");
-    let data = dir.path().join("data");
-    fs::DirBuilder::new().mode(0o700).create(&data)?;
-    let log = dir.path().join("server.log");
+    let workspace = Workspace::new()?;
+    let (site, vault, data, log) = (
+        &workspace.site,
+        &workspace.vault,
+        &workspace.data,
+        &workspace.log,
+    );
     if std::env::var("BENCH_KEEP").is_ok_and(|v| v != "0" && !v.is_empty()) {
-        println!("keeping {} (BENCH_KEEP)", dir.path().display());
+        println!("keeping {} (BENCH_KEEP)", workspace.dir.path().display());
     }
     let db_path = data.join("steward.db");
 
     let t = Instant::now();
     let seeded = {
         let db = Db::open(&db_path).await?;
-        let seeded = seed(&db, &scale, &site, &vault).await?;
+        let seeded = seed(&db, &scale, site, vault).await?;
         db.checkpoint().await?;
         db.close().await;
         seeded
@@ -1479,18 +1474,14 @@ async fn run() -> Result<(), BoxError> {
 
     let port = free_port();
     let token_sha256 = hex::encode(Sha256::digest(API_TOKEN.as_bytes()));
-    let config = write_config(
-        dir.path(),
-        &data,
-        &site,
-        &vault,
+    let config = workspace.write_config(
         port,
         &format!(
             "[admin]\ntoken_sha256 = \"{token_sha256}\"\n[ui]\ntrusted_proxies = [\"127.0.0.1/32\"]\n"
         ),
     );
     let t = Instant::now();
-    let mut server = ServerProcess::start(&config, port, &log).await?;
+    let mut server = ServerProcess::start(&config, port, log).await?;
     let (rss, _) = server.memory();
     println!(
         "server answered /healthz {:.1} s after its start (integrity check and migrations of the \
@@ -1553,7 +1544,7 @@ async fn run() -> Result<(), BoxError> {
         mb(hwm)
     );
     server.stop();
-    let log_text = fs::read_to_string(&log).unwrap_or_default();
+    let log_text = fs::read_to_string(log).unwrap_or_default();
     let errors = log_text
         .lines()
         .filter(|line| line.contains("\"ERROR\"") || line.contains(" ERROR "))
@@ -1562,7 +1553,7 @@ async fn run() -> Result<(), BoxError> {
         "server log: {} lines, {errors} at level ERROR",
         log_text.lines().count()
     );
-    query_breakdown(&db_path, &site, n).await?;
+    query_breakdown(&db_path, site, n).await?;
 
     let mut summary = String::new();
     let mut over = 0;
@@ -1595,7 +1586,7 @@ async fn run() -> Result<(), BoxError> {
         results.len() - over - failed,
     );
     if std::env::var("BENCH_KEEP").is_ok_and(|v| v != "0" && !v.is_empty()) {
-        let _ = dir.keep();
+        let _ = workspace.dir.keep();
     }
     if failed > 0 {
         return Err(format!("{failed} page(s) did not answer as expected").into());

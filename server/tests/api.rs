@@ -863,16 +863,7 @@ async fn catalog_etag_answers_304_and_serial_moves_only_when_content_changes() {
         serial.to_string()
     );
     assert_eq!(second.bytes().await.unwrap(), first_bytes);
-    let body = serde_json::to_vec(&agent.facts()).unwrap();
-    let not_modified = agent
-        .signed(
-            &server,
-            Method::POST,
-            "/v1/catalog",
-            body,
-            &[("if-none-match", &etag)],
-        )
-        .await;
+    let not_modified = agent.catalog_if_none_match(&server, &etag).await;
     assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
 
     // A roster change that affects devvm moves the serial.
@@ -890,15 +881,7 @@ async fn catalog_etag_answers_304_and_serial_moves_only_when_content_changes() {
         .parse()
         .unwrap();
     assert!(third_serial > serial);
-    let not_modified = agent
-        .signed(
-            &server,
-            Method::POST,
-            "/v1/catalog",
-            serde_json::to_vec(&agent.facts()).unwrap(),
-            &[("if-none-match", &etag)],
-        )
-        .await;
+    let not_modified = agent.catalog_if_none_match(&server, &etag).await;
     assert_eq!(
         not_modified.status(),
         StatusCode::OK,
@@ -931,16 +914,7 @@ async fn a_restart_keeps_the_serial_and_its_bytes_while_nothing_changed() {
     server.stop().await;
 
     let server = server.start_again().await;
-    let body = serde_json::to_vec(&agent.facts()).unwrap();
-    let not_modified = agent
-        .signed(
-            &server,
-            Method::POST,
-            "/v1/catalog",
-            body,
-            &[("if-none-match", &etag)],
-        )
-        .await;
+    let not_modified = agent.catalog_if_none_match(&server, &etag).await;
     assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(not_modified.headers()["x-steward-serial"], serial.as_str());
     let again = agent.catalog(&server).await;

@@ -52,26 +52,50 @@ pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `dir/server.toml`: the plain listener on `port`, the data directory, the site and its Vault
-/// data file, then `extra` (sections of the bench's own).
-pub fn write_config(
-    dir: &Path,
-    data: &Path,
-    site: &Path,
-    vault: &Path,
-    port: u16,
-    extra: &str,
-) -> PathBuf {
-    let path = dir.join("server.toml");
-    let text = format!(
-        "listen = \"127.0.0.1:0\"\nplain_listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n\
-         site = {:?}\nvault_data_file = {:?}\n{extra}",
-        data.display().to_string(),
-        site.display().to_string(),
-        vault.display().to_string(),
-    );
-    fs::write(&path, text).expect("writing the config");
-    path
+/// A temporary directory with a copy of the example site (`site/`, its `vault-data.yaml` as the
+/// Vault data), an empty private data directory (`data/`) and where the server logs.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    pub site: PathBuf,
+    pub vault: PathBuf,
+    pub data: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Workspace {
+    pub fn new() -> Result<Workspace, BoxError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("repo root");
+        let dir = tempfile::tempdir()?;
+        let site = dir.path().join("site");
+        copy_dir(&repo.join("deploy/example-site"), &site)?;
+        let data = dir.path().join("data");
+        fs::DirBuilder::new().mode(0o700).create(&data)?;
+        Ok(Workspace {
+            vault: site.join("vault-data.yaml"),
+            log: dir.path().join("server.log"),
+            site,
+            data,
+            dir,
+        })
+    }
+
+    /// `server.toml` in the workspace: the plain listener on `port`, the data directory, the
+    /// site and its Vault data file, then `extra` (sections of the bench's own).
+    pub fn write_config(&self, port: u16, extra: &str) -> PathBuf {
+        let path = self.dir.path().join("server.toml");
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\nplain_listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n\
+             site = {:?}\nvault_data_file = {:?}\n{extra}",
+            self.data.display().to_string(),
+            self.site.display().to_string(),
+            self.vault.display().to_string(),
+        );
+        fs::write(&path, text).expect("writing the config");
+        path
+    }
 }
 
 /// The server child process; dropping it stops it.

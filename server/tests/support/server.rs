@@ -502,6 +502,23 @@ impl Agent {
             .await
     }
 
+    /// `POST /v1/catalog` with `If-None-Match: etag`.
+    pub async fn catalog_if_none_match(
+        &self,
+        server: &TestServer,
+        etag: &str,
+    ) -> reqwest::Response {
+        let body = serde_json::to_vec(&self.facts()).unwrap();
+        self.signed(
+            server,
+            Method::POST,
+            "/v1/catalog",
+            body,
+            &[("if-none-match", etag)],
+        )
+        .await
+    }
+
     /// Fetches and verifies the catalog as the agent would (pinned root, own node id).
     pub async fn fetch_verified(
         &self,
