@@ -128,11 +128,9 @@ fn read(host: &Host, path: &str) -> Result<String, HostError> {
         Ok(FileState::Regular(f)) => {
             String::from_utf8_lossy(&f.content.unwrap_or_default()).into_owned()
         }
+        // Also a sandbox root without /etc (it observes as absent): no accounts (numeric owners
+        // still resolve).
         Ok(_) => String::new(),
-        // A sandbox root without /etc has no accounts (numeric owners still resolve).
-        Err(HostError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            String::new()
-        }
         Err(e) => return Err(e),
     })
 }

@@ -16,7 +16,7 @@ use steward_protocol::DirectorySpec;
 
 use crate::engine::{Context, Outcome};
 use crate::host::DirState;
-use crate::providers::file::{attribute_changes, describe, missing_parent, Change, Names};
+use crate::providers::file::{attribute_changes, describe, Change, Names};
 
 /// What converging a directory takes. Pure.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,10 +51,7 @@ pub fn plan(spec: &DirectorySpec, uid: u32, gid: u32, have: &DirState) -> Result
 /// Converges one `directory` resource.
 pub fn apply(spec: &DirectorySpec, cx: &Context<'_>) -> anyhow::Result<Outcome> {
     let (uid, gid) = cx.ids_for_path(&spec.path, &spec.owner, &spec.group)?;
-    let have = match cx.host.observe_dir(&spec.path) {
-        Err(e) if missing_parent(&e) => DirState::Absent,
-        have => have?,
-    };
+    let have = cx.host.observe_dir(&spec.path)?;
     match plan(spec, uid, gid, &have).map_err(anyhow::Error::msg)? {
         Plan::Unchanged => Ok(Outcome::Unchanged),
         Plan::Create => {

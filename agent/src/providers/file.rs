@@ -39,14 +39,13 @@
 //! - `corrective` is set when the file existed and differed (content, mode or owner).
 
 use std::fmt::Write as _;
-use std::io;
 
 use anyhow::Context as _;
 use steward_protocol::{FileContent, FileSpec, Mode, Replace, Secret};
 use zeroize::Zeroize;
 
 use crate::engine::{Context, Outcome};
-use crate::host::{FileState, HostError, Inode, Op, Overwrite, RegularFile, MAX_OBSERVED_BYTES};
+use crate::host::{FileState, Inode, Overwrite, RegularFile, MAX_OBSERVED_BYTES};
 
 /// The agent's content-addressed store of replaced file content (beneath the root).
 pub const BUCKET: &str = "/var/lib/steward/bucket";
@@ -297,14 +296,6 @@ pub fn describe(changes: &[Change], names: Names<'_>, noop: bool) -> (String, Op
     (parts.join(", "), diff)
 }
 
-/// Whether an observation failed only because a parent directory of the path does not exist
-/// (yet: under noop, the directory resource ordered before this one has not created it). The
-/// providers then treat the path as absent: noop reports what would be created, and a real
-/// run fails at the write, naming the missing parent.
-pub(crate) fn missing_parent(error: &HostError) -> bool {
-    matches!(error, HostError::Io { op: Op::Open, source, .. } if source.kind() == io::ErrorKind::NotFound)
-}
-
 /// The observed state, with its content zeroed on drop when the resource is sensitive.
 struct Observed {
     state: FileState,
@@ -327,10 +318,9 @@ pub fn apply(spec: &FileSpec, cx: &Context<'_>) -> anyhow::Result<Outcome> {
     let (uid, gid) = cx.ids_for_path(path, &spec.owner, &spec.group)?;
     let sensitive = spec.content.is_sensitive();
     let observed = Observed {
-        state: match cx.host.observe_file(path) {
-            Err(e) if missing_parent(&e) => FileState::Absent,
-            state => state?,
-        },
+        // A missing parent directory observes as absent (the host's rule): noop reports what
+        // would be created, and a real run fails at the write, naming the missing parent.
+        state: cx.host.observe_file(path)?,
         sensitive,
     };
     let existing = match &observed.state {

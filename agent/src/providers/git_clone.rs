@@ -52,7 +52,7 @@ use steward_protocol::{is_normal_absolute_path, GitCloneSpec, Mode};
 
 use crate::command::{self, Output};
 use crate::engine::{Context, Outcome};
-use crate::host::{DirState, HostError};
+use crate::host::DirState;
 
 /// Mode of the clone's top directory when the agent creates it.
 const CLONE_DIR_MODE: Mode = Mode(0o755);
@@ -400,9 +400,6 @@ fn parent_exists(cx: &Context<'_>, parent: &str) -> anyhow::Result<bool> {
         Ok(DirState::Absent) => Ok(false),
         Ok(DirState::Other(kind)) => {
             anyhow::bail!("cannot clone beneath {parent}: it is a {kind}, not a directory")
-        }
-        Err(HostError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            Ok(false)
         }
         Err(e) => Err(e.into()),
     }

@@ -21,7 +21,6 @@ use steward_protocol::{SymlinkReplace, SymlinkSpec};
 
 use crate::engine::{Context, Outcome};
 use crate::host::LinkState;
-use crate::providers::file::missing_parent;
 
 /// What converging a symlink takes. Pure.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,10 +78,7 @@ fn display(target: &Path) -> String {
 /// Converges one `symlink` resource.
 pub fn apply(spec: &SymlinkSpec, cx: &Context<'_>) -> anyhow::Result<Outcome> {
     let (uid, gid) = cx.ids_for_path(&spec.path, &spec.owner, &spec.group)?;
-    let have = match cx.host.read_link(&spec.path) {
-        Err(e) if missing_parent(&e) => LinkState::Absent,
-        have => have?,
-    };
+    let have = cx.host.read_link(&spec.path)?;
     let plan = plan(spec, uid, gid, &have).map_err(anyhow::Error::msg)?;
     let would = |done: &str, pending: &str| if cx.noop { pending } else { done }.to_string();
     let outcome = match &plan {
