@@ -296,8 +296,8 @@ fn spawn_background(state: &AppState) -> tokio::task::JoinSet<()> {
     let vault_state = state.clone();
     tasks.spawn(async move {
         let period = vault_state
-            .catalogs
-            .vault_watch_interval(vault_state.config.site_check_interval);
+            .vault
+            .watch_interval(vault_state.config.site_check_interval);
         let mut interval = tokio::time::interval(period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {

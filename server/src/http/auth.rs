@@ -32,6 +32,7 @@ use crate::http::{access_of, Access};
 use crate::service;
 use crate::service::nonces::NonceCheck;
 use crate::state::AppState;
+use crate::ui::auth::constant_time_eq;
 
 /// Largest body of a signed agent request (the largest agent document is a run report).
 pub const MAX_AGENT_BODY: usize = MAX_REPORT_BYTES;
@@ -167,12 +168,10 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
 }
 
 fn authenticate_admin(state: &AppState, mut request: Request) -> Result<Request, ApiError> {
-    let Some(expected) = &state.config.admin_token else {
+    if state.config.admin_token.is_none() || bearer_token(request.headers()).is_none() {
         return Err(ApiError::Unauthorized);
-    };
-    let presented = bearer_token(request.headers()).ok_or(ApiError::Unauthorized)?;
-    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-    if !constant_time_eq(&digest, &expected.0) {
+    }
+    if !admin_token_matches(state, request.headers()) {
         tracing::warn!("admin api call with a wrong token");
         return Err(ApiError::Unauthorized);
     }
@@ -182,15 +181,21 @@ fn authenticate_admin(state: &AppState, mut request: Request) -> Result<Request,
     Ok(request)
 }
 
+/// Whether `headers` carry the admin API token (`Authorization: Bearer`): its SHA-256 is
+/// compared with the configured one in constant time. The API and the UI both ask this.
+pub(crate) fn admin_token_matches(state: &AppState, headers: &HeaderMap) -> bool {
+    let (Some(expected), Some(presented)) = (&state.config.admin_token, bearer_token(headers))
+    else {
+        return false;
+    };
+    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    constant_time_eq(&digest, &expected.0)
+}
+
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token.trim())
-}
-
-/// Compares two digests without an early exit.
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then_some(token.trim())
 }
 
 /// How stale `last_seen_at` may get before a request updates it.
@@ -238,15 +243,7 @@ async fn authenticate_agent(state: &AppState, request: Request) -> Result<Reques
         tracing::info!(node = %key.node, reason = %refusal, "signed request refused");
         return Err(ApiError::Unauthorized);
     }
-    // Verified, so the timestamp parses and is within the skew of now.
-    let request_time = headers
-        .timestamp
-        .parse()
-        .map_or(now, steward_protocol::Timestamp);
-    let check = state
-        .nonces
-        .check_and_record(&headers.key, &headers.nonce, request_time, now);
-    if check == NonceCheck::Replay {
+    if state.nonces.check_request(&headers, now) == NonceCheck::Replay {
         tracing::warn!(node = %key.node, "replayed request nonce refused");
         return Err(ApiError::Unauthorized);
     }

@@ -106,20 +106,33 @@ pub async fn revoke(
             "the reason must be one line of at most 500 bytes".into(),
         ));
     }
+    let mut tx = db.begin_write().await?;
+    let found = db::nodes::get_by_name(&mut tx, node)
+        .await?
+        .ok_or_else(|| not_found("node", node.as_str()))?;
+    revoke_in(&mut tx, &found, actor, reason, now).await?;
+    tx.commit().await.map_err(commit_error)
+}
+
+/// [`revoke`] inside the caller's write transaction, of `found` (read in it), `reason` checked.
+async fn revoke_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    found: &db::nodes::Node,
+    actor: &str,
+    reason: &str,
+    now: Timestamp,
+) -> Result<(), AdminError> {
+    let node = &found.name;
     let reason = if reason.is_empty() {
         format!("revoked by {actor}")
     } else {
         format!("revoked by {actor}: {reason}")
     };
-    let mut tx = db.begin_write().await?;
-    let found = db::nodes::get_by_name(&mut tx, node)
-        .await?
-        .ok_or_else(|| not_found("node", node.as_str()))?;
-    let revoked = db::keys::revoke_all_for_node(&mut tx, node, &reason, now).await?;
-    let pending = db::pending_keys::take(&mut tx, node).await?;
-    db::nodes::set_status(&mut tx, node, EnrollmentStatus::Revoked, now).await?;
+    let revoked = db::keys::revoke_all_for_node(&mut *tx, node, &reason, now).await?;
+    let pending = db::pending_keys::take(&mut *tx, node).await?;
+    db::nodes::set_status(&mut *tx, node, EnrollmentStatus::Revoked, now).await?;
     audit(
-        &mut tx,
+        &mut *tx,
         now,
         actor,
         "node.revoke",
@@ -132,7 +145,7 @@ pub async fn revoke(
         }),
     )
     .await?;
-    tx.commit().await.map_err(commit_error)
+    Ok(())
 }
 
 /// What [`reject`] did.
@@ -160,8 +173,8 @@ pub async fn reject(
         .await?
         .ok_or_else(|| not_found("node", node.as_str()))?;
     if found.status == EnrollmentStatus::Pending {
-        drop(tx);
-        revoke(db, node, actor, reason, now).await?;
+        revoke_in(&mut tx, &found, actor, reason, now).await?;
+        tx.commit().await.map_err(commit_error)?;
         return Ok(Rejected::Node);
     }
     let Some(waiting) = db::pending_keys::take(&mut tx, node).await? else {

@@ -890,11 +890,6 @@ impl CatalogService {
         ])
     }
 
-    /// How often [`CatalogService::refresh_vault`] should run.
-    pub fn vault_watch_interval(&self, site_check: Duration) -> Duration {
-        self.vault.watch_interval(site_check)
-    }
-
     /// Reads the Vault paths the site's catalogs use (as learnt from their compiles) and, when
     /// their data differs from the last look, or Vault answers again after failing, bumps the
     /// site generation like a site change: long-polls return `site_changed`, hosts ask for

@@ -142,13 +142,7 @@ fn check_possession(
         tracing::info!(reason = %refusal, "enrollment request with a bad signature refused");
         return Err(EnrollError::Unsigned);
     }
-    // Verified, so the timestamp parses and is within the skew of now.
-    let request_time = headers.timestamp.parse().map_or(now, Timestamp);
-    if context
-        .nonces
-        .check_and_record(&headers.key, &headers.nonce, request_time, now)
-        == NonceCheck::Replay
-    {
+    if context.nonces.check_request(headers, now) == NonceCheck::Replay {
         tracing::warn!("replayed enrollment request refused");
         return Err(EnrollError::Unsigned);
     }

@@ -23,7 +23,7 @@ use std::hash::BuildHasher;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use steward_protocol::{KeyId, Timestamp};
+use steward_protocol::{KeyId, SignedRequestHeaders, Timestamp};
 
 use crate::db::nonces::{self, NonceRecord};
 use crate::db::{Db, DbError};
@@ -90,6 +90,14 @@ impl NonceStore {
             inner: Mutex::new(Inner::default()),
             flushing: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// [`NonceStore::check_and_record`] of a signed request whose signature and timestamp
+    /// [`steward_protocol::verify_request`] has accepted: its key, nonce and timestamp.
+    pub fn check_request(&self, headers: &SignedRequestHeaders, now: Timestamp) -> NonceCheck {
+        // Verified, so the timestamp parses and is within the skew of now.
+        let request_time = headers.timestamp.parse().map_or(now, Timestamp);
+        self.check_and_record(&headers.key, &headers.nonce, request_time, now)
     }
 
     /// Records `nonce` of a request by `key_id`, stamped `request_time` (already checked to be

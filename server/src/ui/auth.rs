@@ -37,7 +37,6 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode}
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use steward_protocol::Timestamp;
 
 use crate::db::audit::NewAuditEntry;
@@ -332,20 +331,15 @@ async fn identify(
             }));
         }
     }
-    if let Some(expected) = &state.config.admin_token {
-        if let Some(presented) = bearer(headers) {
-            let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-            if constant_time_eq(&digest, &expected.0) {
-                return Ok(Some(UiUser {
-                    name: "admin-api".to_owned(),
-                    actor: "admin-api".to_owned(),
-                    sso_user: None,
-                    admin: true,
-                    csrf: None,
-                    via: Via::Token,
-                }));
-            }
-        }
+    if crate::http::auth::admin_token_matches(state, headers) {
+        return Ok(Some(UiUser {
+            name: "admin-api".to_owned(),
+            actor: "admin-api".to_owned(),
+            sso_user: None,
+            admin: true,
+            csrf: None,
+            via: Via::Token,
+        }));
     }
     Ok(None)
 }
@@ -360,12 +354,6 @@ fn forward_auth_csrf(state: &AppState, username: &str, now: Timestamp) -> String
         username.as_bytes(),
         &day,
     ]))
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then_some(token.trim())
 }
 
 /// Compares two byte strings without an early exit on the first difference.

@@ -95,10 +95,12 @@ pub async fn page(State(state): State<AppState>, user: UiUser) -> Result<Respons
             when: ago(failure.started_at, now),
             message: failure.message.as_deref().map(clean).unwrap_or_default(),
         };
+        // Grouped by the resource as shown: compare the cleaned id with the group's.
+        let resource = clean(&failure.resource);
         match failing.last_mut() {
-            Some(group) if group.resource == failure.resource => group.nodes.push(node),
+            Some(group) if group.resource == resource => group.nodes.push(node),
             _ => failing.push(FailingResource {
-                resource: clean(&failure.resource),
+                resource,
                 headline: clean_short(&node.message, 160),
                 nodes: vec![node],
             }),

@@ -505,9 +505,11 @@ pub async fn detail(
                 ago(pending.requested_at, now)
             )
         });
-    let compile_failure = db::compile_failures::current(&state.db, &name)
-        .await?
-        .map(|failure| clean(&failure.message));
+    // The fleet row holds the node's one current failure (compile_failures_one_current_per_node).
+    let compile_failure = fleet_node
+        .as_ref()
+        .and_then(|n| n.compile_failure.as_ref())
+        .map(|(message, _)| clean(message));
     let summaries = db::catalogs::list(&state.db, &name, 50).await?;
     let newest = summaries.first().map(|c| c.serial.0);
     let second = summaries.get(1).map(|c| c.serial.0);
