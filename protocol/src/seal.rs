@@ -23,6 +23,7 @@ use std::fmt;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use crypto_box::{PublicKey, SecretKey};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
@@ -164,10 +165,19 @@ pub fn seal_catalog_secrets(
     recipient: &[u8; 32],
     rng: &mut impl CryptoRngCore,
 ) {
+    seal_secrets_with(catalog, |_, plaintext| seal(recipient, plaintext, rng));
+}
+
+/// Replaces every [`FileContent::Secret`] of `catalog` by what `seal` makes of its resource id
+/// and plaintext.
+fn seal_secrets_with(
+    catalog: &mut Catalog,
+    mut seal: impl FnMut(&ResourceId, &[u8]) -> SealedValue,
+) {
     for resource in &mut catalog.resources {
         if let ResourceSpec::File(file) = &mut resource.spec {
             if let FileContent::Secret(secret) = &file.content {
-                let sealed = seal(recipient, secret.expose().as_bytes(), rng);
+                let sealed = seal(&resource.id, secret.expose().as_bytes());
                 // Dropping the Secret zeroes its buffer.
                 file.content = FileContent::Sealed(sealed);
             }
@@ -244,49 +254,19 @@ pub fn seal_catalog_secrets_deterministic(
     sealing_key: &[u8; 32],
 ) {
     let (node, serial) = (catalog.node.clone(), catalog.serial);
-    for resource in &mut catalog.resources {
-        if let ResourceSpec::File(file) = &mut resource.spec {
-            if let FileContent::Secret(secret) = &file.content {
-                let sealed = seal_deterministic(
-                    sealing_key,
-                    recipient,
-                    &node,
-                    serial,
-                    &resource.id,
-                    secret.expose().as_bytes(),
-                );
-                // Dropping the Secret zeroes its buffer.
-                file.content = FileContent::Sealed(sealed);
-            }
-        }
-    }
+    seal_secrets_with(catalog, |id, plaintext| {
+        seal_deterministic(sealing_key, recipient, &node, serial, id, plaintext)
+    });
 }
 
-/// HMAC-SHA256 (RFC 2104) of the concatenated `parts` under `key`.
+/// HMAC-SHA256 of the concatenated `parts` under `key`.
 fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut block = Zeroizing::new([0u8; 64]);
-    if key.len() > block.len() {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let mut pad = Zeroizing::new([0u8; 64]);
-    for (padded, byte) in pad.iter_mut().zip(block.iter()) {
-        *padded = byte ^ 0x36;
-    }
-    let mut inner = Sha256::new();
-    inner.update(pad.as_slice());
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("hmac takes keys of any length");
     for part in parts {
-        inner.update(part);
+        mac.update(part);
     }
-    let inner = inner.finalize();
-    for (padded, byte) in pad.iter_mut().zip(block.iter()) {
-        *padded = byte ^ 0x5c;
-    }
-    let mut outer = Sha256::new();
-    outer.update(pad.as_slice());
-    outer.update(inner);
-    outer.finalize().into()
+    mac.finalize().into_bytes().into()
 }
 
 /// The "random" source of [`seal_deterministic`]: HMAC-SHA256 of a counter under the derived
