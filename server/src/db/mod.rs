@@ -27,7 +27,7 @@ pub mod runs;
 pub mod state;
 pub mod tokens;
 
-mod codec;
+pub(crate) mod codec;
 mod error;
 #[cfg(test)]
 mod tests;
@@ -44,7 +44,7 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection, Sqlite, Transaction};
 use steward_protocol::Timestamp;
 
-use crate::db::error::Context;
+pub(crate) use crate::db::error::Context;
 pub use crate::db::error::DbError;
 
 /// How long a connection waits for SQLite's write lock before failing with "database is locked".

@@ -187,9 +187,6 @@ pub enum UiError {
     /// 403.
     #[error("you may not do this")]
     Forbidden,
-    /// 403 with a reason.
-    #[error("{0}")]
-    ForbiddenBecause(&'static str),
     /// 404.
     #[error("{0}")]
     NotFound(String),
@@ -214,7 +211,7 @@ impl IntoResponse for UiError {
     fn into_response(self) -> Response {
         let status = match &self {
             UiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            UiError::Forbidden | UiError::ForbiddenBecause(_) => StatusCode::FORBIDDEN,
+            UiError::Forbidden => StatusCode::FORBIDDEN,
             UiError::NotFound(_) => StatusCode::NOT_FOUND,
             UiError::Conflict(_) => StatusCode::CONFLICT,
             UiError::Internal(error) => {
@@ -322,38 +319,9 @@ pub fn format_duration_ms(ms: u64) -> String {
     }
 }
 
-/// The wire name of a run status.
-pub fn run_status_name(status: RunStatus) -> &'static str {
-    match status {
-        RunStatus::Unchanged => "unchanged",
-        RunStatus::Changed => "changed",
-        RunStatus::Noop => "noop",
-        RunStatus::Failed => "failed",
-        RunStatus::Error => "error",
-    }
-}
-
-/// A run status from its wire name.
+/// A run status from its wire name (the store's codec).
 pub fn parse_run_status(text: &str) -> Option<RunStatus> {
-    Some(match text {
-        "unchanged" => RunStatus::Unchanged,
-        "changed" => RunStatus::Changed,
-        "noop" => RunStatus::Noop,
-        "failed" => RunStatus::Failed,
-        "error" => RunStatus::Error,
-        _ => return None,
-    })
-}
-
-/// The wire name of a resource status.
-pub fn resource_status_name(status: ResourceStatus) -> &'static str {
-    match status {
-        ResourceStatus::Unchanged => "unchanged",
-        ResourceStatus::Changed => "changed",
-        ResourceStatus::WouldChange => "would_change",
-        ResourceStatus::Failed => "failed",
-        ResourceStatus::Skipped => "skipped",
-    }
+    crate::db::codec::parse_run_status(text).ok()
 }
 
 /// A status badge: label and colour class.
@@ -382,7 +350,7 @@ impl Badge {
             RunStatus::Noop => "info",
             RunStatus::Failed | RunStatus::Error => "failed",
         };
-        Badge::new(run_status_name(status), class)
+        Badge::new(crate::db::codec::run_status_str(status), class)
     }
 
     /// The badge of a resource status.

@@ -192,7 +192,7 @@ fn node_row(node: &FleetNode, now: Timestamp, threshold: i64) -> NodeRow {
             format!("{} of {}", parts.join(", "), run.resources)
         }
     });
-    let note = if let Some((message, _)) = &node.compile_failure {
+    let note = if let Some(message) = &node.compile_failure {
         clean_short(message, 120)
     } else if node.pending_key {
         "a new key waits for approval".to_owned()
@@ -508,8 +508,8 @@ pub async fn detail(
     // The fleet row holds the node's one current failure (compile_failures_one_current_per_node).
     let compile_failure = fleet_node
         .as_ref()
-        .and_then(|n| n.compile_failure.as_ref())
-        .map(|(message, _)| clean(message));
+        .and_then(|n| n.compile_failure.as_deref())
+        .map(clean);
     let summaries = db::catalogs::list(&state.db, &name, 50).await?;
     let newest = summaries.first().map(|c| c.serial.0);
     let second = summaries.get(1).map(|c| c.serial.0);

@@ -16,21 +16,9 @@
 use sqlx::Row;
 use steward_protocol::{EnrollmentStatus, RunId, RunStatus, Serial, Timestamp};
 
-use crate::db::{Db, DbError};
+use crate::db::codec::parse_enrollment_status;
+use crate::db::{Context as _, Db, DbError};
 use crate::ui::parse_run_status;
-
-fn query_error(context: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {
-    move |source| DbError::Query { context, source }
-}
-
-fn enrollment_status(text: &str) -> EnrollmentStatus {
-    match text {
-        "approved" => EnrollmentStatus::Approved,
-        "revoked" => EnrollmentStatus::Revoked,
-        "quarantined" => EnrollmentStatus::Quarantined,
-        _ => EnrollmentStatus::Pending,
-    }
-}
 
 /// A node's last run, in brief.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,12 +27,8 @@ pub struct LastRun {
     pub run_id: RunId,
     /// Outcome.
     pub status: RunStatus,
-    /// Start (agent's clock).
-    pub started_at: Timestamp,
     /// Received (server's clock).
     pub received_at: Timestamp,
-    /// Duration.
-    pub duration_ms: u64,
     /// Failed resources.
     pub failed: u32,
     /// Changed resources.
@@ -62,16 +46,12 @@ pub struct FleetNode {
     pub status: EnrollmentStatus,
     /// Host class (from its token).
     pub class: Option<String>,
-    /// First enrollment.
-    pub created_at: Timestamp,
-    /// Last authenticated request.
-    pub last_seen_at: Option<Timestamp>,
     /// Catalog serial served.
     pub catalog_serial: Option<Serial>,
     /// The last run.
     pub last_run: Option<LastRun>,
-    /// The current compile failure's message and last time.
-    pub compile_failure: Option<(String, Timestamp)>,
+    /// The current compile failure's message.
+    pub compile_failure: Option<String>,
     /// A new key waits for approval (re-enrollment).
     pub pending_key: bool,
 }
@@ -79,10 +59,10 @@ pub struct FleetNode {
 /// Every node (or the one named), by name, with its last run and current compile failure.
 pub async fn fleet(db: &Db, only: Option<&str>) -> Result<Vec<FleetNode>, DbError> {
     let rows = sqlx::query(
-        "SELECT n.name, n.status, n.class, n.created_at, n.last_seen_at, n.catalog_serial, \
-                r.uuid, r.status AS run_status, r.started_at, r.received_at, r.duration_ms, \
+        "SELECT n.name, n.status, n.class, n.catalog_serial, \
+                r.uuid, r.status AS run_status, r.received_at, \
                 r.total_failed, r.total_changed, r.total_resources, \
-                cf.message AS failure_message, cf.last_at AS failure_at, \
+                cf.message AS failure_message, \
                 EXISTS (SELECT 1 FROM pending_keys pk WHERE pk.node_id = n.id) AS pending_key \
          FROM nodes n \
          LEFT JOIN runs r ON r.id = (SELECT r2.id FROM runs r2 WHERE r2.node_id = n.id \
@@ -94,7 +74,7 @@ pub async fn fleet(db: &Db, only: Option<&str>) -> Result<Vec<FleetNode>, DbErro
     .bind(only)
     .fetch_all(db.pool())
     .await
-    .map_err(query_error("listing the fleet"))?;
+    .context("listing the fleet")?;
     Ok(rows
         .into_iter()
         .map(|row| {
@@ -103,26 +83,22 @@ pub async fn fleet(db: &Db, only: Option<&str>) -> Result<Vec<FleetNode>, DbErro
                 run_id: RunId(uuid),
                 status: parse_run_status(row.get::<String, _>("run_status").as_str())
                     .unwrap_or(RunStatus::Error),
-                started_at: Timestamp(row.get("started_at")),
                 received_at: Timestamp(row.get("received_at")),
-                duration_ms: u64::try_from(row.get::<i64, _>("duration_ms")).unwrap_or(0),
                 failed: u32::try_from(row.get::<i64, _>("total_failed")).unwrap_or(0),
                 changed: u32::try_from(row.get::<i64, _>("total_changed")).unwrap_or(0),
                 resources: u32::try_from(row.get::<i64, _>("total_resources")).unwrap_or(0),
             });
-            let failure: Option<String> = row.get("failure_message");
             FleetNode {
                 name: row.get("name"),
-                status: enrollment_status(row.get::<String, _>("status").as_str()),
+                status: parse_enrollment_status(row.get::<String, _>("status").as_str())
+                    .unwrap_or(EnrollmentStatus::Pending),
                 class: row.get("class"),
-                created_at: Timestamp(row.get("created_at")),
-                last_seen_at: row.get::<Option<i64>, _>("last_seen_at").map(Timestamp),
                 catalog_serial: row
                     .get::<Option<i64>, _>("catalog_serial")
                     .and_then(|serial| u64::try_from(serial).ok())
                     .map(Serial),
                 last_run,
-                compile_failure: failure.map(|message| (message, Timestamp(row.get("failure_at")))),
+                compile_failure: row.get("failure_message"),
                 pending_key: row.get::<bool, _>("pending_key"),
             }
         })
@@ -154,7 +130,7 @@ pub async fn pending_nodes(db: &Db) -> Result<Vec<PendingNode>, DbError> {
     )
     .fetch_all(db.pool())
     .await
-    .map_err(query_error("listing pending nodes"))?;
+    .context("listing pending nodes")?;
     Ok(rows
         .into_iter()
         .map(|row| PendingNode {
@@ -204,7 +180,7 @@ pub async fn outcomes_per_day(
     .bind(node)
     .fetch_all(db.pool())
     .await
-    .map_err(query_error("counting runs per day"))?;
+    .context("counting runs per day")?;
     Ok(rows
         .into_iter()
         .filter_map(|row| {
@@ -251,7 +227,7 @@ pub async fn current_failures(db: &Db) -> Result<Vec<CurrentFailure>, DbError> {
     )
     .fetch_all(db.pool())
     .await
-    .map_err(query_error("listing current failures"))?;
+    .context("listing current failures")?;
     Ok(rows
         .into_iter()
         .map(|row| CurrentFailure {
@@ -297,7 +273,7 @@ pub async fn failure_history(
     .bind(i64::from(limit))
     .fetch_all(db.pool())
     .await
-    .map_err(query_error("listing failure history"))?;
+    .context("listing failure history")?;
     Ok(rows
         .into_iter()
         .map(|row| FailureHistory {
@@ -377,7 +353,7 @@ pub async fn flapping(
         .build()
         .fetch_all(db.pool())
         .await
-        .map_err(query_error("listing flapping resources"))?;
+        .context("listing flapping resources")?;
     Ok(rows
         .into_iter()
         .map(|row| Flapping {
@@ -406,7 +382,7 @@ pub async fn recent_failed_runs(
     .bind(i64::from(limit))
     .fetch_all(db.pool())
     .await
-    .map_err(query_error("listing failed runs"))?;
+    .context("listing failed runs")?;
     Ok(rows
         .into_iter()
         .map(|row| {
@@ -473,7 +449,7 @@ pub async fn last_run_events_mentioning(
         .build()
         .fetch_all(db.pool())
         .await
-        .map_err(query_error("reading the fleet's last resource events"))?;
+        .context("reading the fleet's last resource events")?;
     rows.into_iter()
         .map(|row| {
             let events: String = row.get("events");

@@ -12,6 +12,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use steward_protocol::{NodeId, ResourceStatus, RunId, Timestamp};
 
+use crate::db::codec::run_status_str;
 use crate::db::runs::{Page, RunCursor, RunFilter};
 use crate::db::{self};
 use crate::service;
@@ -21,7 +22,7 @@ use crate::ui::nodes::{run_row, Choice, RunRow};
 use crate::ui::text::{clean, clean_short};
 use crate::ui::{
     ago, format_duration_ms, format_time, format_time_full, parse_run_status, query_escape, render,
-    run_status_name, Badge, Layout, UiError,
+    Badge, Layout, UiError,
 };
 
 /// Runs per page.
@@ -144,7 +145,7 @@ pub async fn list(
         base.push(format!("node={}", query_escape(node)));
     }
     if let Some(status) = status {
-        base.push(format!("status={}", run_status_name(status)));
+        base.push(format!("status={}", run_status_str(status)));
     }
     for (key, value) in [("since", &query.since), ("until", &query.until)] {
         if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
@@ -176,7 +177,7 @@ pub async fn list(
         statuses.push(Choice {
             value: name.into(),
             label: name.into(),
-            selected: status.map(run_status_name) == Some(name),
+            selected: status.map(run_status_str) == Some(name),
         });
     }
     let noops = [

@@ -10,7 +10,7 @@ use sqlx::Row;
 use steward_protocol::Timestamp;
 
 use crate::config::UiSettings;
-use crate::db::{Db, DbError};
+use crate::db::{Context as _, Db, DbError};
 
 /// How stale `last_seen_at` may get before a request updates it (keeps reads read-only).
 const TOUCH_RESOLUTION_SECS: i64 = 30;
@@ -26,10 +26,6 @@ pub struct Session {
     pub created_at: Timestamp,
     /// Last request.
     pub last_seen_at: Timestamp,
-}
-
-fn query_error(context: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {
-    move |source| DbError::Query { context, source }
 }
 
 /// 32 random bytes as hex.
@@ -60,7 +56,7 @@ pub async fn create(db: &Db, actor: &str, now: Timestamp) -> Result<(String, Ses
     .bind(now.0)
     .execute(db.pool())
     .await
-    .map_err(query_error("creating ui session"))?;
+    .context("creating ui session")?;
     Ok((
         id,
         Session {
@@ -90,7 +86,7 @@ pub async fn find(
     .bind(&hash)
     .fetch_optional(db.pool())
     .await
-    .map_err(query_error("reading ui session"))?;
+    .context("reading ui session")?;
     let Some(row) = row else {
         return Ok(None);
     };
@@ -113,7 +109,7 @@ pub async fn find(
             .bind(now.0)
             .execute(db.relaxed())
             .await
-            .map_err(query_error("touching ui session"))?;
+            .context("touching ui session")?;
     }
     Ok(Some(session))
 }
@@ -128,7 +124,7 @@ async fn delete_hash(db: &Db, hash: &[u8]) -> Result<(), DbError> {
         .bind(hash)
         .execute(db.pool())
         .await
-        .map_err(query_error("deleting ui session"))?;
+        .context("deleting ui session")?;
     Ok(())
 }
 
@@ -142,12 +138,12 @@ pub async fn prune(db: &Db, settings: &UiSettings, now: Timestamp) -> Result<(),
         .bind(now.0.saturating_sub(max))
         .execute(db.pool())
         .await
-        .map_err(query_error("pruning ui sessions"))?;
+        .context("pruning ui sessions")?;
     sqlx::query("DELETE FROM ui_login_failures WHERE at <= ?1")
         .bind(now.0.saturating_sub(window))
         .execute(db.pool())
         .await
-        .map_err(query_error("pruning failed logins"))?;
+        .context("pruning failed logins")?;
     Ok(())
 }
 
@@ -158,7 +154,7 @@ pub async fn record_failure(db: &Db, source: &str, now: Timestamp) -> Result<(),
         .bind(now.0)
         .execute(db.pool())
         .await
-        .map_err(query_error("recording a failed login"))?;
+        .context("recording a failed login")?;
     Ok(())
 }
 
@@ -179,7 +175,7 @@ pub async fn failures(
     .bind(since)
     .fetch_one(db.pool())
     .await
-    .map_err(query_error("counting failed logins"))?;
+    .context("counting failed logins")?;
     let count = |i: usize| u32::try_from(row.get::<i64, _>(i)).unwrap_or(u32::MAX);
     Ok((count(0), count(1)))
 }
