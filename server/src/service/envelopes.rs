@@ -87,18 +87,14 @@ impl EnvelopeCache {
         }
     }
 
-    /// Envelopes kept.
-    pub fn len(&self) -> usize {
+    /// Envelopes kept (for the tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entries
             .len()
-    }
-
-    /// Whether none is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -27,8 +27,8 @@ pub struct FactsRecorder {
 struct Written {
     /// Hash of the facts without the volatile ones.
     stable: u64,
-    /// Hash of all the facts.
-    all: u64,
+    /// Hash of the volatile facts (free disk, uptime).
+    volatile: u64,
     at: i64,
 }
 
@@ -43,12 +43,12 @@ impl FactsRecorder {
         facts: &Facts,
         now: Timestamp,
     ) -> Result<(), DbError> {
-        let (stable, all) = self.hashes(facts);
+        let (stable, volatile) = self.hashes(facts);
         let due = match self.lock().get(node) {
             None => true,
             Some(last) => {
                 last.stable != stable
-                    || (last.all != all && now.0 - last.at >= VOLATILE_RESOLUTION_SECS)
+                    || (last.volatile != volatile && now.0 - last.at >= VOLATILE_RESOLUTION_SECS)
             }
         };
         if !due {
@@ -59,14 +59,14 @@ impl FactsRecorder {
             node.clone(),
             Written {
                 stable,
-                all,
+                volatile,
                 at: now.0,
             },
         );
         Ok(())
     }
 
-    /// Hashes of the facts without the volatile ones, and of all of them. The pattern names
+    /// Hashes of the facts without the volatile ones, and of the volatile ones. The pattern names
     /// every field, so a new fact does not compile until it is sorted in here.
     fn hashes(&self, facts: &Facts) -> (u64, u64) {
         let Facts {
@@ -97,7 +97,7 @@ impl FactsRecorder {
         );
         (
             self.hasher.hash_one(stable),
-            self.hasher.hash_one((stable, disk_free_bytes, uptime_secs)),
+            self.hasher.hash_one((disk_free_bytes, uptime_secs)),
         )
     }
 

@@ -136,14 +136,10 @@ impl NonceStore {
         inner.slots = current;
     }
 
-    /// Nonces held in memory.
-    pub fn len(&self) -> usize {
+    /// Nonces held in memory (for the tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().slots.values().map(HashSet::len).sum()
-    }
-
-    /// Whether no nonce is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Writes the nonces accepted since the last flush to the database, in one transaction,
