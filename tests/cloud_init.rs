@@ -329,14 +329,7 @@ fn the_shipped_user_data_under_real_cloud_init_installs_enrolls_and_reports() {
     let path = format!("/api/v1/runs?node={HOST}");
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
-        let runs = server
-            .http()
-            .get(format!("{}{path}", server.url))
-            .bearer_auth(&server.admin_token)
-            .send()
-            .ok()
-            .filter(|r| r.status().is_success())
-            .and_then(|r| r.json::<serde_json::Value>().ok());
+        let runs = server.try_admin_get(&path).ok();
         if runs.is_some_and(|r| r["runs"].as_array().is_some_and(|a| !a.is_empty())) {
             break;
         }

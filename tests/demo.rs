@@ -36,9 +36,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use steward_tests::{
-    bin, example_site_copy, example_vault_data, find_on_path, free_port, hash_password,
-    mounts_under, random_hex, scratch_root, AgentProcess, Bao, PidFile, RootDir, ServerProcess,
-    FIXTURES,
+    bin, example_site_copy, example_vault_data, find_on_path, free_port, hash_password, is_root,
+    mounts_under, random_hex, scratch_root, terminate, AgentProcess, Bao, PidFile, RootDir,
+    ServerProcess, FIXTURES,
 };
 
 /// The demo host's name (a `workstation` of the example site).
@@ -156,19 +156,6 @@ fn main() -> ExitCode {
 /// A line on stdout; a closed stdout (the demo piped into `head`) is no reason to fail.
 fn say(text: &str) {
     let _ = writeln!(std::io::stdout(), "{text}");
-}
-
-/// The effective user is root.
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
 }
 
 /// `path` relative to the working directory when it is below it (what the user typed from).
@@ -735,18 +722,7 @@ impl NoopAgent {
 impl Drop for NoopAgent {
     fn drop(&mut self) {
         // SIGTERM: the daemon finishes the resource it is on and exits.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.daemon.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.daemon.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
+        terminate(&mut self.daemon, Duration::from_secs(20));
     }
 }
 
@@ -844,14 +820,8 @@ fn hidden_value(page: &str, name: &str) -> Option<String> {
 /// The node's runs, newest first (empty while the server does not answer).
 fn runs_of(server: &ServerProcess) -> Vec<Value> {
     server
-        .http()
-        .get(format!("{}/api/v1/runs", server.url))
-        .query(&[("node", NODE), ("limit", "50")])
-        .bearer_auth(&server.admin_token)
-        .send()
+        .try_admin_get(&format!("/api/v1/runs?node={NODE}&limit=50"))
         .ok()
-        .filter(|r| r.status().is_success())
-        .and_then(|r| r.json::<Value>().ok())
         .and_then(|page| page["runs"].as_array().cloned())
         .unwrap_or_default()
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use steward_tests::{harness, mounts_under, processes_mentioning, PidFile};
+use steward_tests::{harness, is_root, mounts_under, processes_mentioning, terminate, PidFile};
 
 /// Longer than the demo's own `--check` limit (15 min) plus its shutdown.
 const TIMEOUT: Duration = Duration::from_secs(1080);
@@ -90,15 +90,7 @@ impl DemoRun {
 impl Drop for DemoRun {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .output();
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            terminate(&mut child, Duration::from_secs(120));
         }
         // Whatever a killed demo left.
         PidFile(self.dir.join("pids")).stop_all();
@@ -121,13 +113,6 @@ impl Drop for DemoRun {
             }
         }
     }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 fn check_demo(args: &[&str]) -> String {

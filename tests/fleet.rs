@@ -394,50 +394,16 @@ impl Fleet {
         self.clock.step(text);
     }
 
-    /// An admin API or UI `GET` (the admin token works for UI pages too); `Err` when the
-    /// server does not answer 2xx.
-    fn get(&self, path: &str) -> Result<reqwest::blocking::Response, String> {
-        let r = self
-            .server
-            .http()
-            .get(format!("{}{path}", self.server.url))
-            .bearer_auth(&self.server.admin_token)
-            .send()
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        if r.status().is_success() {
-            Ok(r)
-        } else {
-            Err(format!("GET {path}: {}", r.status()))
-        }
-    }
-
-    fn get_json(&self, path: &str) -> Result<Value, String> {
-        self.get(path)?
-            .json()
-            .map_err(|e| format!("GET {path}: {e}"))
-    }
-
     /// Every run of `node`, newest first (all pages).
     fn runs(&self, node: &str) -> Result<Vec<Value>, String> {
         let mut out = Vec::new();
         let mut before: Option<String> = None;
         loop {
-            let mut query = vec![("node", node.to_string()), ("limit", "1000".to_string())];
+            let mut path = format!("/api/v1/runs?node={node}&limit=1000");
             if let Some(b) = &before {
-                query.push(("before", b.clone()));
+                path.push_str(&format!("&before={b}"));
             }
-            let r = self
-                .server
-                .http()
-                .get(format!("{}/api/v1/runs", self.server.url))
-                .query(&query)
-                .bearer_auth(&self.server.admin_token)
-                .send()
-                .map_err(|e| format!("GET runs of {node}: {e}"))?;
-            if !r.status().is_success() {
-                return Err(format!("GET runs of {node}: {}", r.status()));
-            }
-            let page: Value = r.json().map_err(|e| e.to_string())?;
+            let page = self.server.try_admin_get(&path)?;
             out.extend(page["runs"].as_array().cloned().unwrap_or_default());
             match page["next"].as_str() {
                 Some(next) => before = Some(next.to_string()),
@@ -455,7 +421,9 @@ impl Fleet {
     }
 
     fn node(&self, node: &str) -> Value {
-        self.get_json(&format!("/api/v1/nodes/{node}")).unwrap()
+        self.server
+            .try_admin_get(&format!("/api/v1/nodes/{node}"))
+            .unwrap()
     }
 
     fn run_now(&self, node: &str) {
@@ -465,7 +433,8 @@ impl Fleet {
 
     /// The failed events of a run, for messages.
     fn failed_events(&self, run_id: &str) -> Vec<Value> {
-        self.get_json(&format!("/api/v1/runs/{run_id}"))
+        self.server
+            .try_admin_get(&format!("/api/v1/runs/{run_id}"))
             .map(|d| {
                 d["events"]
                     .as_array()
@@ -515,8 +484,9 @@ impl Fleet {
                 if clone.spool_len() > 0 {
                     return Err("reports wait in the spool".into());
                 }
-                let served = self.get_json(&format!("/api/v1/nodes/{host}"))?["node"]
-                    ["catalog_serial"]
+                let served = self
+                    .server
+                    .try_admin_get(&format!("/api/v1/nodes/{host}"))?["node"]["catalog_serial"]
                     .clone();
                 let reported = self
                     .runs(host)?
@@ -881,7 +851,8 @@ impl Fleet {
         // Swap in a container: the file is made and listed in fstab, swapon is refused (no
         // CAP_SYS_ADMIN in the nspawn container), which the provider reports without failing.
         let first_devvm = self
-            .get_json(&format!(
+            .server
+            .try_admin_get(&format!(
                 "/api/v1/runs/{}",
                 first_runs["devvm"]["run_id"].as_str().unwrap()
             ))
@@ -903,7 +874,8 @@ impl Fleet {
         // The web UI lists the runs on the node's page.
         for host in HOSTS {
             let page = self
-                .get(&format!("/ui/nodes/{host}"))
+                .server
+                .admin_request(&format!("/ui/nodes/{host}"))
                 .unwrap()
                 .text()
                 .unwrap();
@@ -1163,7 +1135,12 @@ impl Fleet {
             old_runs.is_subset(&now_runs),
             "the history continues: old runs {old_runs:?} still listed in {now_runs:?}"
         );
-        let page = self.get("/ui/nodes/devvm-3").unwrap().text().unwrap();
+        let page = self
+            .server
+            .admin_request("/ui/nodes/devvm-3")
+            .unwrap()
+            .text()
+            .unwrap();
         for run_id in old_runs
             .iter()
             .chain([run["run_id"].as_str().unwrap().to_string()].iter())
@@ -1173,7 +1150,7 @@ impl Fleet {
                 "devvm-3's UI page lists run {run_id} (old and new)"
             );
         }
-        let tokens = self.get_json("/api/v1/tokens").unwrap();
+        let tokens = self.server.try_admin_get("/api/v1/tokens").unwrap();
         let token = tokens
             .as_array()
             .unwrap()
@@ -1345,7 +1322,7 @@ impl Fleet {
         );
         self.step("8a. OpenBao killed, site changed");
         let failures = wait_for("a compile failure for every host", RUN, || {
-            let failures = self.get_json("/api/v1/compile-failures")?;
+            let failures = self.server.try_admin_get("/api/v1/compile-failures")?;
             let nodes: BTreeSet<&str> = failures
                 .as_array()
                 .into_iter()
@@ -1379,7 +1356,7 @@ impl Fleet {
             .vm("devvm")
             .read("/etc/skel/.tmux.conf")
             .contains(marker));
-        let overview = self.get("/ui/").unwrap().text().unwrap();
+        let overview = self.server.admin_request("/ui/").unwrap().text().unwrap();
         assert!(
             overview.contains("class=\"compile-error\"")
                 && overview.contains("href=\"/ui/nodes/devvm\""),
@@ -1402,7 +1379,10 @@ impl Fleet {
             .vm("devvm")
             .read("/etc/skel/.tmux.conf")
             .contains(marker));
-        let failures = self.get_json("/api/v1/compile-failures").unwrap();
+        let failures = self
+            .server
+            .try_admin_get("/api/v1/compile-failures")
+            .unwrap();
         assert_eq!(failures, json!([]), "failures resolved");
         self.step("8a. Vault back: the change reached every host, the failures are resolved");
     }
@@ -1537,7 +1517,8 @@ impl Fleet {
             for run in listing {
                 let id = run["run_id"].as_str().unwrap();
                 let detail = self
-                    .get(&format!("/api/v1/runs/{id}"))
+                    .server
+                    .admin_request(&format!("/api/v1/runs/{id}"))
                     .unwrap()
                     .text()
                     .unwrap();

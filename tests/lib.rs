@@ -207,16 +207,7 @@ impl ServerProcess {
     /// Stops the process (SIGTERM, then waits).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while child.try_wait().unwrap().is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            terminate(&mut child, Duration::from_secs(30));
         }
     }
 
@@ -237,14 +228,31 @@ impl ServerProcess {
 
     /// `GET` an admin API path as JSON.
     pub fn admin_get(&self, path: &str) -> serde_json::Value {
+        self.try_admin_get(path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// An admin API `GET` that may fail (the server down or busy, the answer not yet there):
+    /// `Err` says why.
+    pub fn try_admin_get(&self, path: &str) -> Result<serde_json::Value, String> {
+        self.admin_request(path)?
+            .json()
+            .map_err(|e| format!("GET {path}: {e}"))
+    }
+
+    /// An admin `GET` of an API path or a UI page (the admin token works for both); `Err`
+    /// unless the server answers 2xx.
+    pub fn admin_request(&self, path: &str) -> Result<reqwest::blocking::Response, String> {
         let r = self
             .http()
             .get(format!("{}{path}", self.url))
             .bearer_auth(&self.admin_token)
             .send()
-            .unwrap();
-        assert!(r.status().is_success(), "GET {path}: {}", r.status());
-        r.json().unwrap()
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        if r.status().is_success() {
+            Ok(r)
+        } else {
+            Err(format!("GET {path}: {}", r.status()))
+        }
     }
 
     /// `POST` an admin API path.
@@ -489,6 +497,32 @@ chmod -R a+rX /srv/fixtures
 printf '#!/bin/sh\nexec sleep infinity\n' > /usr/local/bin/t3
 chmod 0755 /usr/local/bin/t3
 "##;
+
+/// Whether this process runs with effective uid 0.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// SIGTERM to `child`, then SIGKILL if it has not exited within `grace`; waits for it.
+pub fn terminate(child: &mut Child, grace: Duration) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + grace;
+    while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
 
 /// A sandbox root for host `lab-1` with just enough of `/etc` for owner names to resolve.
 pub fn sandbox_root(dir: &Path) -> PathBuf {

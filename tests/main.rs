@@ -234,12 +234,7 @@ fn a_daemon_runs_at_start_on_run_now_and_on_a_site_change_then_stops_on_sigterm(
 }
 
 fn runs_of_quiet(server: &ServerProcess, node: &str) -> usize {
-    let r = server
-        .http()
-        .get(format!("{}/api/v1/runs?node={node}", server.url))
-        .bearer_auth(&server.admin_token)
-        .send();
-    match r.and_then(|r| r.json::<serde_json::Value>()) {
+    match server.try_admin_get(&format!("/api/v1/runs?node={node}")) {
         Ok(v) => v
             .get("runs")
             .and_then(|r| r.as_array())
