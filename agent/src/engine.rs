@@ -323,9 +323,14 @@ impl Graph {
     /// orders things against the grain), only the explicit ones, which verification proved
     /// acyclic.
     fn build(resources: &[Resource]) -> Graph {
-        let explicit = explicit_edges(resources);
+        let ids: HashMap<&ResourceId, usize> = resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (&r.id, i))
+            .collect();
+        let explicit = explicit_edges(resources, &ids);
         let mut all = explicit.clone();
-        for (i, deps) in implicit_edges(resources).into_iter().enumerate() {
+        for (i, deps) in implicit_edges(resources, &ids).into_iter().enumerate() {
             all[i].extend(deps);
         }
         topological(resources.len(), &all).unwrap_or_else(|| {
@@ -338,33 +343,24 @@ impl Graph {
 /// For each resource, the set of resources it must come after.
 type Prerequisites = Vec<BTreeSet<usize>>;
 
-fn explicit_edges(resources: &[Resource]) -> Prerequisites {
-    let index: HashMap<&ResourceId, usize> = resources
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (&r.id, i))
-        .collect();
+/// `ids`: each resource's index by id.
+fn explicit_edges(resources: &[Resource], ids: &HashMap<&ResourceId, usize>) -> Prerequisites {
     resources
         .iter()
         .map(|r| {
             r.requires
                 .iter()
-                .filter_map(|id| index.get(id).copied())
+                .filter_map(|id| ids.get(id).copied())
                 .collect()
         })
         .collect()
 }
 
-fn implicit_edges(resources: &[Resource]) -> Prerequisites {
+fn implicit_edges(resources: &[Resource], ids: &HashMap<&ResourceId, usize>) -> Prerequisites {
     let mut groups: HashMap<&str, usize> = HashMap::new();
     let mut users: HashMap<&str, usize> = HashMap::new();
     let mut homes: Vec<(&str, usize)> = Vec::new();
     let mut dirs: HashMap<&str, usize> = HashMap::new();
-    let ids: HashMap<&ResourceId, usize> = resources
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (&r.id, i))
-        .collect();
     for (i, r) in resources.iter().enumerate() {
         match &r.spec {
             ResourceSpec::Group(g) => {

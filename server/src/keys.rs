@@ -271,9 +271,7 @@ pub fn rotate_catalog_key(data_dir: &Path) -> anyhow::Result<(KeyId, KeyId)> {
     root_key_id(data_dir)?;
     let path = data_dir.join(CATALOG_KEY_FILE);
     let old = SigningKeyPair::from_bytes(*read_key(&path)?).key_id();
-    let mut key = Zeroizing::new([0u8; 32]);
-    getrandom::getrandom(&mut key[..])
-        .map_err(|error| anyhow::anyhow!("drawing random bytes for a key: {error}"))?;
+    let key = random_key()?;
     let new = SigningKeyPair::from_bytes(*key).key_id();
     write_atomically(&path, &key[..])?;
     let certificate = data_dir.join(CERTIFICATE_FILE);
@@ -361,13 +359,19 @@ pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// 32 bytes from the operating system's randomness, wiped when dropped.
+fn random_key() -> anyhow::Result<Zeroizing<[u8; 32]>> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    getrandom::getrandom(&mut key[..])
+        .map_err(|error| anyhow::anyhow!("drawing random bytes for a key: {error}"))?;
+    Ok(key)
+}
+
 fn load_or_create_key(path: &Path) -> anyhow::Result<Zeroizing<[u8; 32]>> {
     if path.exists() {
         return read_key(path);
     }
-    let mut key = Zeroizing::new([0u8; 32]);
-    getrandom::getrandom(&mut key[..])
-        .map_err(|error| anyhow::anyhow!("drawing random bytes for a key: {error}"))?;
+    let key = random_key()?;
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
