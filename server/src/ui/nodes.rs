@@ -802,11 +802,9 @@ fn node_name(name: &str) -> Result<NodeId, UiError> {
 /// Where to go after an action: back to the page the form came from (`return` field, a UI
 /// path), else the node page.
 fn back(form: &Form, fallback: &str, done: &str) -> String {
-    let target = crate::ui::auth::safe_next(form.0.get("return"));
-    let target = if target == "/ui/" && form.0.get("return").is_none() {
-        fallback.to_owned()
-    } else {
-        target
+    let target = match form.0.get("return") {
+        Some(path) => crate::ui::auth::safe_next(Some(path)),
+        None => fallback.to_owned(),
     };
     let separator = if target.contains('?') { '&' } else { '?' };
     format!("{target}{separator}done={done}")
