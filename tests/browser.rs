@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{json, Value};
-use steward_tests::{free_port, hash_password, sandbox_root, AgentProcess, ServerProcess};
+use steward_tests::{free_port, hash_password, sandbox_root, AgentProcess, LabSite, ServerProcess};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -257,57 +257,24 @@ fn screenshot_dir() -> PathBuf {
     dir
 }
 
-/// A small site: class `lab` with a directory, a templated file, a sensitive file, and a file
-/// whose owner does not exist on the host (it fails on every run).
+/// The lab site ([`LabSite`]) with two people, a file for each, and a file whose owner does
+/// not exist on the host (it fails on every run). The `lab` class does not manage accounts.
 fn lab_site(dir: &Path) -> (PathBuf, PathBuf) {
-    let site = dir.join("site");
-    std::fs::create_dir_all(site.join("files")).unwrap();
-    // Two people; the `lab` class does not manage accounts, but each has a file on the host.
-    std::fs::write(
-        site.join("roster.yaml"),
-        "users:\n  emo: { authentik_user: emil.barzin, k8s_user: emo, tier: dev }\n  \
-         ana: { authentik_user: ana.s, k8s_user: ana, tier: dev }\n",
-    )
-    .unwrap();
-    std::fs::write(
-        site.join("tiers.yaml"),
-        "tiers:\n  dev:\n    description: developers\n",
-    )
-    .unwrap();
-    std::fs::write(
-        site.join("site.yaml"),
-        r#"classes:
-  lab:
-    hosts: ["lab-*"]
-    bundles: [lab-files]
-bundles:
-  lab-files:
-    - directory: { path: /srv/lab, mode: "0755" }
-    - file:
-        path: /srv/lab/motd
-        content: "managed by steward for {{ host.name }}\n"
-    - file:
-        path: /srv/lab/token
-        mode: "0600"
-        sensitive: true
-        content: "{{ secret('secret/lab', 'token') }}"
-    - file: { path: /srv/lab/notes-emo, content: "for emo\n" }
+    LabSite {
+        roster: "users:\n  emo: { authentik_user: emil.barzin, k8s_user: emo, tier: dev }\n  \
+                 ana: { authentik_user: ana.s, k8s_user: ana, tier: dev }\n",
+        tiers: "tiers:\n  dev:\n    description: developers\n",
+        k8s_users: "{ emo: { role: dev }, ana: { role: dev } }",
+        more_files: r#"    - file: { path: /srv/lab/notes-emo, content: "for emo\n" }
     - file: { path: /srv/lab/notes-ana, content: "for ana\n" }
     - file:
         path: /srv/lab/owned-by-ghost
         owner: ghost
         content: "nobody owns this\n"
 "#,
-    )
-    .unwrap();
-    let vault = dir.join("vault-data.yaml");
-    std::fs::write(
-        &vault,
-        "secret/platform:\n  k8s_users:\n    emo: { role: dev }\n    ana: { role: dev }\n\
-         secret/lab:\n  token: lab-token-value-1234\n",
-    )
-    .unwrap();
-    (site, vault)
+        token: "lab-token-value-1234",
+    }
+    .write(dir)
 }
 
 /// A stand-in for an SSO proxy (Authentik's forward auth): plain HTTP on loopback, one request

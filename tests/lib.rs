@@ -524,6 +524,65 @@ pub fn terminate(child: &mut Child, grace: Duration) {
     let _ = child.wait();
 }
 
+/// A small site for sandbox roots: host class `lab` (`lab-*`) whose bundle makes `/srv/lab`, a
+/// templated `motd`, a sensitive `token` from Vault (`secret/lab`), and `more_files`.
+#[derive(Debug, Clone, Copy)]
+pub struct LabSite<'a> {
+    /// `roster.yaml`.
+    pub roster: &'a str,
+    /// `tiers.yaml`.
+    pub tiers: &'a str,
+    /// `secret/platform` → `k8s_users`, a flow YAML map.
+    pub k8s_users: &'a str,
+    /// More entries of the bundle: YAML list items indented by four spaces.
+    pub more_files: &'a str,
+    /// `secret/lab` → `token`.
+    pub token: &'a str,
+}
+
+impl LabSite<'_> {
+    /// Writes the site to `dir/site` and its Vault data to `dir/vault-data.yaml`.
+    pub fn write(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        let site = dir.join("site");
+        std::fs::create_dir_all(site.join("files")).unwrap();
+        std::fs::write(site.join("roster.yaml"), self.roster).unwrap();
+        std::fs::write(site.join("tiers.yaml"), self.tiers).unwrap();
+        std::fs::write(
+            site.join("site.yaml"),
+            format!(
+                r#"classes:
+  lab:
+    hosts: ["lab-*"]
+    bundles: [lab-files]
+bundles:
+  lab-files:
+    - directory: {{ path: /srv/lab, mode: "0755" }}
+    - file:
+        path: /srv/lab/motd
+        content: "managed by steward for {{{{ host.name }}}}\n"
+    - file:
+        path: /srv/lab/token
+        mode: "0600"
+        sensitive: true
+        content: "{{{{ secret('secret/lab', 'token') }}}}"
+{}"#,
+                self.more_files
+            ),
+        )
+        .unwrap();
+        let vault = dir.join("vault-data.yaml");
+        std::fs::write(
+            &vault,
+            format!(
+                "secret/platform:\n  k8s_users: {}\nsecret/lab:\n  token: {}\n",
+                self.k8s_users, self.token
+            ),
+        )
+        .unwrap();
+        (site, vault)
+    }
+}
+
 /// A sandbox root for host `lab-1` with just enough of `/etc` for owner names to resolve.
 pub fn sandbox_root(dir: &Path) -> PathBuf {
     scratch_root(&dir.join("root"), "lab-1")

@@ -3,42 +3,19 @@
 
 use std::path::Path;
 
-use steward_tests::{sandbox_root, AgentProcess, ServerProcess};
+use steward_tests::{sandbox_root, AgentProcess, LabSite, ServerProcess};
 
-/// A small site: one host class `lab` with a directory, a templated file and a sensitive file
-/// whose value comes from Vault data.
+/// The lab site without people ([`LabSite`]), its Vault token a fresh canary.
 fn lab_site(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
-    let site = dir.join("site");
-    std::fs::create_dir_all(site.join("files")).unwrap();
-    std::fs::write(site.join("roster.yaml"), "users: {}\n").unwrap();
-    std::fs::write(site.join("tiers.yaml"), "tiers: {}\n").unwrap();
-    std::fs::write(
-        site.join("site.yaml"),
-        r#"classes:
-  lab:
-    hosts: ["lab-*"]
-    bundles: [lab-files]
-bundles:
-  lab-files:
-    - directory: { path: /srv/lab, mode: "0755" }
-    - file:
-        path: /srv/lab/motd
-        content: "managed by steward for {{ host.name }}\n"
-    - file:
-        path: /srv/lab/token
-        mode: "0600"
-        sensitive: true
-        content: "{{ secret('secret/lab', 'token') }}"
-"#,
-    )
-    .unwrap();
     let canary = format!("CANARY-{}", steward_tests::random_hex(12));
-    let vault = dir.join("vault-data.yaml");
-    std::fs::write(
-        &vault,
-        format!("secret/platform:\n  k8s_users: {{}}\nsecret/lab:\n  token: {canary}\n"),
-    )
-    .unwrap();
+    let (site, vault) = LabSite {
+        roster: "users: {}\n",
+        tiers: "tiers: {}\n",
+        k8s_users: "{}",
+        more_files: "",
+        token: &canary,
+    }
+    .write(dir);
     (site, vault, canary)
 }
 
