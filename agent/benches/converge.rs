@@ -29,6 +29,7 @@ fn dir(path: &str, owner: &str, mode: u32) -> Resource {
         owner: owner.into(),
         group: owner.into(),
         mode: Mode(mode),
+        replace: Default::default(),
     }))
 }
 
@@ -113,6 +114,10 @@ fn workload(n: usize) -> (Vec<Resource>, String) {
             comment: None,
             lock_at_creation: true,
             ensure: UserEnsure::Present,
+            privileged_groups: Vec::new(),
+            revoke_groups: Vec::new(),
+            enforce: Vec::new(),
+            tier: None,
         })));
         sh.push_str(&format!(
             "useradd -m -s /bin/bash -G {} {u} && chmod 0700 {home} && passwd -l {u} >/dev/null\n",

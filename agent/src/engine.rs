@@ -47,6 +47,12 @@ pub enum Outcome {
     },
     /// Deliberately not done, with the reason (e.g. starting a unit with no running systemd).
     Skipped(String),
+    /// Left as found on purpose, with the reason: the object existed before and differs in
+    /// what the site does not enforce (reported `kept`; not a change, not a failure).
+    Kept(String),
+    /// Due, but waiting for a condition (a user going idle), with the reason (reported
+    /// `deferred`; retried).
+    Deferred(String),
 }
 
 impl Outcome {
@@ -87,6 +93,8 @@ pub struct Context<'a> {
     accounts: RefCell<Option<Accounts>>,
     /// Per-run state of the package provider (one batched `apt-get install`).
     pub(crate) packages: RefCell<providers::package::Batch>,
+    /// Drift noted by the resource being applied (see [`Context::note_drift`]).
+    drift: RefCell<Option<String>>,
 }
 
 impl std::fmt::Debug for Context<'_> {
@@ -111,6 +119,7 @@ impl<'a> Context<'a> {
             key,
             accounts: RefCell::new(None),
             packages: RefCell::new(providers::package::Batch::default()),
+            drift: RefCell::new(None),
         }
     }
 
@@ -182,6 +191,18 @@ impl<'a> Context<'a> {
             }
         }
         Ok(ids)
+    }
+
+    /// Records drift on the resource being applied: a divergence the site does not ask to
+    /// repair (privileged groups beyond the tier, say). It goes into that resource's event,
+    /// whatever its status. Never pass sensitive text.
+    pub fn note_drift(&self, message: impl Into<String>) {
+        let message = message.into();
+        let mut slot = self.drift.borrow_mut();
+        *slot = Some(match slot.take() {
+            Some(before) => format!("{before}; {message}"),
+            None => message,
+        });
     }
 
     /// Opens sensitive content sealed to this node. Call only at write time; never log,
@@ -256,6 +277,10 @@ pub fn apply(
                     Ok(Outcome::Skipped(reason)) => {
                         (ResourceStatus::Skipped, Some(reason), None, false)
                     }
+                    Ok(Outcome::Kept(reason)) => (ResourceStatus::Kept, Some(reason), None, false),
+                    Ok(Outcome::Deferred(reason)) => {
+                        (ResourceStatus::Deferred, Some(reason), None, false)
+                    }
                     Err(error) => match after_would_change.get(&i) {
                         Some(first) if cx.noop => (
                             ResourceStatus::WouldChange,
@@ -298,6 +323,7 @@ pub fn apply(
             diff,
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             corrective,
+            drift: cx.drift.borrow_mut().take(),
         });
     }
     events
@@ -477,6 +503,7 @@ mod tests {
             owner: "root".into(),
             group: "root".into(),
             mode: Mode(0o755),
+            replace: Default::default(),
         }))
     }
 
@@ -491,6 +518,10 @@ mod tests {
             comment: None,
             lock_at_creation: true,
             ensure: UserEnsure::Present,
+            privileged_groups: Vec::new(),
+            revoke_groups: Vec::new(),
+            enforce: Vec::new(),
+            tier: None,
         }))
     }
 
@@ -508,6 +539,7 @@ mod tests {
             enable: true,
             ensure: ServiceState::Running,
             subscribes: subscribes.iter().map(|r| r.id.clone()).collect(),
+            restart: Default::default(),
         }))
     }
 

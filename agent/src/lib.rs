@@ -16,6 +16,7 @@ pub mod facts;
 pub mod host;
 pub mod providers;
 pub mod run;
+pub mod sessions;
 pub mod spool;
 pub mod state;
 

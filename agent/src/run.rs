@@ -328,6 +328,8 @@ pub fn human(outcome: &RunOutcome) -> String {
             ResourceStatus::WouldChange => "would change",
             ResourceStatus::Failed => "FAILED",
             ResourceStatus::Skipped => "skipped",
+            ResourceStatus::Kept => "kept",
+            ResourceStatus::Deferred => "deferred",
         };
         out.push_str(&format!(
             "{word:>12}  {}{}\n",

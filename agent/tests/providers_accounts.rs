@@ -95,6 +95,10 @@ fn emo(ensure: UserEnsure) -> UserSpec {
         comment: Some("Emo Person".into()),
         lock_at_creation: true,
         ensure,
+        privileged_groups: Vec::new(),
+        revoke_groups: Vec::new(),
+        enforce: Vec::new(),
+        tier: None,
     }
 }
 
@@ -366,6 +370,7 @@ fn a_purged_account_has_its_home_archived_and_verified_before_removal() {
     let archive_dir = "/var/backups/steward/offboarded";
     let spec = offboarded(UserEnsure::Purged {
         archive_dir: archive_dir.into(),
+        terminate_sessions: true,
     });
 
     let before = account_files(&root);
@@ -442,6 +447,7 @@ fn a_purge_refuses_a_home_the_user_does_not_own() {
         false,
         &offboarded(UserEnsure::Purged {
             archive_dir: "/var/backups/steward/offboarded".into(),
+            terminate_sessions: true,
         }),
     ));
     assert!(err.contains("is owned by uid 0, not by the user"), "{err}");

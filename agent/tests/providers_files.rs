@@ -165,6 +165,7 @@ fn directory(path: &str, mode: u32) -> ResourceSpec {
         owner: "alice".into(),
         group: "alice".into(),
         mode: Mode(mode),
+        replace: Default::default(),
     })
 }
 

@@ -40,6 +40,7 @@ fn service(name: &str, enable: bool, ensure: ServiceState) -> ResourceSpec {
         enable,
         ensure,
         subscribes: vec![],
+        restart: Default::default(),
     })
 }
 
@@ -289,6 +290,7 @@ fn clone_spec(refresh: bool) -> GitCloneSpec {
         )]
         .into(),
         refresh,
+        migrate_from: None,
     }
 }
 
@@ -794,6 +796,7 @@ fn booted_service_restarts_when_a_subscribed_file_changes() {
             enable: true,
             ensure: ServiceState::Running,
             subscribes: ids.clone(),
+            restart: Default::default(),
         }));
         // `requires` too: the engine orders by `requires` only.
         for id in ids {

@@ -84,6 +84,7 @@ fn marker_dir(path: &str) -> Resource {
         owner: "0".into(),
         group: "0".into(),
         mode: Mode(0o750),
+        replace: Default::default(),
     }))
 }
 
@@ -115,6 +116,10 @@ fn noop_reports_what_needs_a_would_change_resource_as_would_change_not_failed() 
         comment: None,
         lock_at_creation: true,
         ensure: UserEnsure::Present,
+        privileged_groups: Vec::new(),
+        revoke_groups: Vec::new(),
+        enforce: Vec::new(),
+        tier: None,
     }));
     let clone = Resource::new(ResourceSpec::GitClone(GitCloneSpec {
         path: "/home/ada/code/notes".into(),
@@ -124,6 +129,7 @@ fn noop_reports_what_needs_a_would_change_resource_as_would_change_not_failed() 
         config: Default::default(),
         remotes: Default::default(),
         refresh: false,
+        migrate_from: None,
     }));
     let bytes = sign(&catalog("devvm", serial_now(), vec![user, clone]));
     let (out, report) = sb.run(&bytes, &["--noop"]);

@@ -323,6 +323,7 @@ mod tests {
             enable: true,
             ensure: ServiceState::Running,
             subscribes: vec![],
+            restart: Default::default(),
         }));
         assert!(matches!(
             catalog(vec![service]).validate(),

@@ -16,6 +16,7 @@ pub mod envelope;
 pub mod facts;
 pub mod ids;
 pub mod join;
+pub mod privileged;
 pub mod report;
 pub mod request;
 pub mod resource;
@@ -31,6 +32,7 @@ pub use envelope::{
 };
 pub use facts::Facts;
 pub use ids::{is_valid_hostname, KeyId, NodeId, ResourceId, RunId, Serial, Timestamp};
+pub use privileged::{is_privileged, PRIVILEGED_GROUPS};
 pub use report::{ResourceEvent, ResourceStatus, RunReport, RunStatus, Totals};
 pub use request::{sign_request, verify_request, RequestRefusal, SignedRequestHeaders};
 pub use resource::*;

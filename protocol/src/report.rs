@@ -19,6 +19,52 @@ pub enum ResourceStatus {
     Failed,
     /// Not attempted because something it requires failed (or the run was stopped).
     Skipped,
+    /// Left as found on purpose: the object existed before Steward managed it and differs from
+    /// the catalog in what the site does not enforce (a `git_clone` path that is someone's own
+    /// symlink, a `replace: if_absent` file with the person's own mode). Not a failure, not a
+    /// change; `message` says what was kept and why.
+    Kept,
+    /// A change that is due but waits for a condition, e.g. a `restart: when_idle` unit whose
+    /// user has a session open. Persisted by the agent and retried; `message` says since when
+    /// and why.
+    Deferred,
+}
+
+impl ResourceStatus {
+    /// Every status, in display order.
+    pub const ALL: [ResourceStatus; 7] = [
+        ResourceStatus::Unchanged,
+        ResourceStatus::Changed,
+        ResourceStatus::WouldChange,
+        ResourceStatus::Failed,
+        ResourceStatus::Skipped,
+        ResourceStatus::Kept,
+        ResourceStatus::Deferred,
+    ];
+
+    /// The wire name (`would_change`, ...), also used in the database and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceStatus::Unchanged => "unchanged",
+            ResourceStatus::Changed => "changed",
+            ResourceStatus::WouldChange => "would_change",
+            ResourceStatus::Failed => "failed",
+            ResourceStatus::Skipped => "skipped",
+            ResourceStatus::Kept => "kept",
+            ResourceStatus::Deferred => "deferred",
+        }
+    }
+}
+
+impl std::str::FromStr for ResourceStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ResourceStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("unknown resource status {s:?}"))
+    }
 }
 
 /// One resource's event in a run.
@@ -41,6 +87,10 @@ pub struct ResourceEvent {
     /// an intentional change brought by a new catalog.
     #[serde(default)]
     pub corrective: bool,
+    /// Divergence the site does not ask to repair, observed and reported only: e.g. an account
+    /// holding privileged groups beyond what its tier grants. Never sensitive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<String>,
 }
 
 /// Overall outcome of a run.
@@ -75,6 +125,21 @@ pub struct Totals {
     pub failed: u32,
     /// Skipped.
     pub skipped: u32,
+    /// Left as found on purpose (pre-existing state the site does not enforce).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub kept: u32,
+    /// Deferred (e.g. a restart waiting for its user to go idle).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deferred: u32,
+    /// Events that carry a drift notice (any status).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drift: u32,
+}
+
+// Absent counts are not serialized, so a report without the newer outcomes is byte-for-byte
+// what an older server accepts.
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Totals {
@@ -91,13 +156,19 @@ impl Totals {
                 ResourceStatus::WouldChange => &mut t.would_change,
                 ResourceStatus::Failed => &mut t.failed,
                 ResourceStatus::Skipped => &mut t.skipped,
+                ResourceStatus::Kept => &mut t.kept,
+                ResourceStatus::Deferred => &mut t.deferred,
             };
             *slot += 1;
+            if e.drift.is_some() {
+                t.drift += 1;
+            }
         }
         t
     }
 
-    /// Puppet-style detailed exit code: 0 nothing, 2 changes, 4 failures, 6 both.
+    /// Puppet-style detailed exit code: 0 nothing, 2 changes, 4 failures, 6 both. Kept,
+    /// deferred and drift are notices: they do not change the code.
     pub fn exit_code(&self) -> i32 {
         let changes = self.changed > 0 || self.would_change > 0;
         let failures = self.failed > 0;
@@ -151,7 +222,40 @@ mod tests {
             diff: None,
             duration_ms: 1,
             corrective: false,
+            drift: None,
         }
+    }
+
+    #[test]
+    fn status_names_round_trip_and_match_serde() {
+        for status in ResourceStatus::ALL {
+            assert_eq!(status.as_str().parse::<ResourceStatus>(), Ok(status));
+            assert_eq!(
+                serde_json::to_string(&status).unwrap(),
+                format!("\"{}\"", status.as_str())
+            );
+        }
+        assert!("bogus".parse::<ResourceStatus>().is_err());
+    }
+
+    #[test]
+    fn notices_do_not_change_the_exit_code_and_are_not_serialized_when_absent() {
+        let mut drifted = event(ResourceStatus::Unchanged);
+        drifted.drift = Some("holds sudo beyond its tier".into());
+        let events = vec![
+            event(ResourceStatus::Kept),
+            event(ResourceStatus::Deferred),
+            drifted,
+        ];
+        let t = Totals::of(&events);
+        assert_eq!((t.kept, t.deferred, t.drift, t.unchanged), (1, 1, 1, 1));
+        assert_eq!(t.exit_code(), 0);
+        let plain =
+            serde_json::to_string(&Totals::of(&[event(ResourceStatus::Unchanged)])).unwrap();
+        assert!(
+            !plain.contains("kept") && !plain.contains("drift"),
+            "{plain}"
+        );
     }
 
     #[test]

@@ -124,8 +124,14 @@ impl ResourceSpec {
             ResourceSpec::User(s) => {
                 visit("shell", &s.shell)?;
                 visit("home", &s.home)?;
-                for g in &s.groups {
+                for g in s.groups.iter().chain(&s.privileged_groups) {
                     visit("groups", g)?;
+                }
+                for g in &s.revoke_groups {
+                    visit("revoke_groups", g)?;
+                }
+                if let Some(t) = &s.tier {
+                    visit("tier", t)?;
                 }
                 if let Some(c) = &s.comment {
                     visit("comment", c)?;
@@ -134,8 +140,13 @@ impl ResourceSpec {
             ResourceSpec::File(s) => {
                 visit("owner", &s.owner)?;
                 visit("group", &s.group)?;
-                if let Replace::IfMarked { marker } = &s.replace {
-                    visit("marker", marker)?;
+                match &s.replace {
+                    Replace::IfMarked { marker } => visit("marker", marker)?,
+                    Replace::IfStale { marker, current } => {
+                        visit("marker", marker)?;
+                        visit("current", current)?;
+                    }
+                    Replace::Always | Replace::IfAbsent => {}
                 }
             }
             ResourceSpec::Directory(s) => {
@@ -150,6 +161,9 @@ impl ResourceSpec {
             ResourceSpec::Service(s) => {
                 for r in &s.subscribes {
                     visit("subscribes", r.as_str())?;
+                }
+                if let Restart::WhenIdle { user, .. } = &s.restart {
+                    visit("user", user)?;
                 }
             }
             ResourceSpec::GitClone(s) => {
@@ -196,12 +210,12 @@ impl ResourceSpec {
             ResourceSpec::File(s) => [Some(&s.path), None],
             ResourceSpec::Directory(s) => [Some(&s.path), None],
             ResourceSpec::Symlink(s) => [Some(&s.path), None],
-            ResourceSpec::GitClone(s) => [Some(&s.path), None],
+            ResourceSpec::GitClone(s) => [Some(&s.path), s.migrate_from.as_deref()],
             ResourceSpec::Swap(s) => [Some(&s.path), None],
             ResourceSpec::User(s) => [
                 Some(&s.home),
                 match &s.ensure {
-                    UserEnsure::Purged { archive_dir } => Some(archive_dir.as_str()),
+                    UserEnsure::Purged { archive_dir, .. } => Some(archive_dir.as_str()),
                     _ => None,
                 },
             ],
@@ -288,7 +302,48 @@ pub enum UserEnsure {
     Purged {
         /// Directory that receives `<user>-<timestamp>.tar.gz`.
         archive_dir: String,
+        /// The user's sessions and processes are ended first (`loginctl terminate-user`, a
+        /// bounded wait, then SIGKILL of what is left). When false, a purge of a user who still
+        /// has processes is deferred instead.
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        terminate_sessions: bool,
     },
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// An account attribute that Steward sets at creation and, on an existing account, only when the
+/// site enforces it (`enforce: [shell]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserAttribute {
+    /// The login shell.
+    Shell,
+    /// The GECOS comment (full name).
+    Comment,
+}
+
+impl UserAttribute {
+    /// Every attribute, for error messages and docs.
+    pub const ALL: [UserAttribute; 2] = [UserAttribute::Shell, UserAttribute::Comment];
+
+    /// The name used in sites and catalogs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserAttribute::Shell => "shell",
+            UserAttribute::Comment => "comment",
+        }
+    }
 }
 
 /// A user account.
@@ -306,9 +361,25 @@ pub struct UserSpec {
     pub home: String,
     /// Mode of the home directory, applied only at creation.
     pub home_mode: Mode,
-    /// Supplementary groups: added, never removed.
+    /// Supplementary groups: added, never removed. Never a privileged group
+    /// ([`crate::privileged`]): those travel in `privileged_groups`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// Privileged groups the user's tier grants explicitly: added like `groups`. Any other
+    /// privileged group the account holds is reported as drift, never removed silently.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub privileged_groups: Vec<String>,
+    /// Groups removed from the account if it holds them: the site's explicit, audited way to
+    /// tighten (roster `revoke_groups`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoke_groups: Vec<String>,
+    /// Attributes corrected on an existing account; every other attribute is set only when
+    /// the account is created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub enforce: Vec<UserAttribute>,
+    /// The user's tier, for messages (drift names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
     /// GECOS comment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
@@ -353,6 +424,15 @@ pub enum Replace {
         /// Text whose presence marks the file as ours.
         marker: String,
     },
+    /// Replace only an existing file that carries Steward's `marker` but not `current`: a file
+    /// Steward wrote for another variant (say, another tier's kubeconfig). A file with `current`
+    /// (the person's edits of this variant's file) or without `marker` is left as found.
+    IfStale {
+        /// Text present in every variant Steward writes.
+        marker: String,
+        /// Text present only in this variant.
+        current: String,
+    },
 }
 
 /// A regular file.
@@ -365,7 +445,8 @@ pub struct FileSpec {
     pub owner: String,
     /// Group name (resolved per run).
     pub group: String,
-    /// Permission bits, enforced on existing files too.
+    /// Permission bits, enforced on existing files too (except `replace: if_absent`, which
+    /// leaves an existing file entirely as found).
     pub mode: Mode,
     /// What the file holds.
     pub content: FileContent,
@@ -374,6 +455,18 @@ pub struct FileSpec {
     /// Keep a copy of the previous content before replacing it.
     #[serde(default)]
     pub backup: bool,
+}
+
+/// Whether an existing directory's mode and owner are converged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectoryReplace {
+    /// Mode and owner are enforced on an existing directory.
+    #[default]
+    Always,
+    /// Created with mode and owner when absent; an existing directory is left as found
+    /// (reported `kept` when it differs).
+    IfAbsent,
 }
 
 /// A directory.
@@ -388,6 +481,9 @@ pub struct DirectorySpec {
     pub group: String,
     /// Permission bits.
     pub mode: Mode,
+    /// What happens to an existing directory.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub replace: DirectoryReplace,
 }
 
 /// When an existing path may be replaced by the link.
@@ -426,6 +522,24 @@ pub enum ServiceState {
     Stopped,
 }
 
+/// When a refresh (a subscribed resource changed) restarts a running unit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "when", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Restart {
+    /// In the run that changed what the unit subscribes to.
+    #[default]
+    Immediately,
+    /// Only while `user` is idle (no login session, no process with a controlling terminal);
+    /// otherwise the restart is deferred, persisted by the agent and retried.
+    WhenIdle {
+        /// Whose activity gates the restart (for `name@user.service`, the instance).
+        user: String,
+        /// After this many seconds of deferral the restart happens anyway (reported loudly).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_defer_secs: Option<u64>,
+    },
+}
+
 /// A systemd unit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -439,6 +553,9 @@ pub struct ServiceSpec {
     /// Restart when any of these resources changed in this run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subscribes: Vec<ResourceId>,
+    /// When that restart may happen.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub restart: Restart,
 }
 
 /// A git clone owned by a user.
@@ -471,6 +588,11 @@ pub struct GitCloneSpec {
     /// Fast-forward refresh when on the default branch with a clean tree.
     #[serde(default)]
     pub refresh: bool,
+    /// When `path` does not exist and this path holds a clean clone of `url`, the clone is
+    /// moved to `path` instead of cloning anew (a layout change such as `~/code` →
+    /// `~/code/infra`; `path` may lie inside it). Anything else there is kept and reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrate_from: Option<String>,
 }
 
 /// A swap file.

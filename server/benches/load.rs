@@ -188,6 +188,7 @@ impl SimNode {
                 diff: (i % 50 == 0).then(|| format!("-old {i}\n+new {i}")),
                 duration_ms: (i % 7) as u64,
                 corrective: false,
+                drift: None,
             })
             .collect();
         RunReport {

@@ -271,6 +271,7 @@ fn event(resource: &str, status: ResourceStatus, duration_ms: u64) -> ResourceEv
         diff: None,
         duration_ms,
         corrective: false,
+        drift: None,
     }
 }
 

@@ -91,6 +91,7 @@ fn event(index: usize) -> ResourceEvent {
         diff: (status == ResourceStatus::Changed).then(|| format!("-old {index}\n+new {index}")),
         duration_ms: index as u64,
         corrective: index % 2 == 0,
+        drift: None,
     }
 }
 

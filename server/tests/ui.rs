@@ -262,6 +262,7 @@ fn event(resource: ResourceId, status: ResourceStatus, message: Option<&str>) ->
         diff: None,
         duration_ms: 4,
         corrective: false,
+        drift: None,
     }
 }
 
@@ -541,6 +542,7 @@ async fn report_fields_rendered_escaped() {
             diff: Some("-old\n+<iframe src=//evil>\u{7}".into()),
             duration_ms: 1,
             corrective: true,
+            drift: None,
         },
         event(
             ResourceId::new("package", "git"),

@@ -97,6 +97,7 @@ mod tests {
             owner: "alice".into(),
             group: "alice".into(),
             mode: Mode(0o750),
+            replace: Default::default(),
         }
     }
 

@@ -86,6 +86,19 @@ pub fn scope(replace: &Replace, existing: Option<&RegularFile>) -> Scope {
                 Scope::Nothing
             }
         }
+        Replace::IfStale { marker, current } => {
+            let has = |text: &str| {
+                existing
+                    .content
+                    .as_deref()
+                    .is_some_and(|content| contains(content, text.as_bytes()))
+            };
+            if has(marker) && !has(current) {
+                Scope::All
+            } else {
+                Scope::Nothing
+            }
+        }
     }
 }
 

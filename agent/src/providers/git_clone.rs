@@ -1024,6 +1024,7 @@ mod tests {
             )]
             .into(),
             refresh: true,
+            migrate_from: None,
         };
         assert!(check_spec(&base).is_ok());
         let with = |f: &dyn Fn(&mut GitCloneSpec)| {

@@ -392,6 +392,7 @@ mod tests {
             enable,
             ensure,
             subscribes: vec![],
+            restart: Default::default(),
         }
     }
 

@@ -166,7 +166,7 @@ fn converge(spec: &UserSpec, cx: &Context<'_>) -> anyhow::Result<Outcome> {
             Ok(Outcome::changed(message))
         }
         Plan::Purge { lock, archive_home } => {
-            let UserEnsure::Purged { archive_dir } = &spec.ensure else {
+            let UserEnsure::Purged { archive_dir, .. } = &spec.ensure else {
                 unreachable!("a purge is only planned for ensure: purged");
             };
             purge(spec, cx, archive_dir, lock, archive_home, now)
@@ -807,6 +807,10 @@ mod tests {
             comment: Some("Emo Person".into()),
             lock_at_creation: true,
             ensure,
+            privileged_groups: Vec::new(),
+            revoke_groups: Vec::new(),
+            enforce: Vec::new(),
+            tier: None,
         }
     }
 
@@ -832,6 +836,7 @@ mod tests {
     fn purged() -> UserEnsure {
         UserEnsure::Purged {
             archive_dir: "/var/backups/steward/offboarded".into(),
+            terminate_sessions: true,
         }
     }
 

@@ -634,6 +634,10 @@ impl<'c> Session<'c> {
             comment: roster.full_name.clone(),
             lock_at_creation: site.config.users.lock_at_creation,
             ensure: UserEnsure::Present,
+            privileged_groups: Vec::new(),
+            revoke_groups: Vec::new(),
+            enforce: Vec::new(),
+            tier: None,
         }));
         for group in &user.groups {
             account = account.requiring(ResourceId::new("group", group));
@@ -674,6 +678,7 @@ impl<'c> Session<'c> {
                 enable: false,
                 ensure: ServiceState::Stopped,
                 subscribes: Vec::new(),
+                restart: Default::default(),
             }));
             ids.push(resource.id.clone());
             self.emit(Emitted {
@@ -685,6 +690,7 @@ impl<'c> Session<'c> {
             UserState::Purged => (
                 UserEnsure::Purged {
                     archive_dir: site.config.archive_dir.clone(),
+                    terminate_sessions: true,
                 },
                 ids,
             ),
@@ -700,6 +706,10 @@ impl<'c> Session<'c> {
             comment: None,
             lock_at_creation: false,
             ensure,
+            privileged_groups: Vec::new(),
+            revoke_groups: Vec::new(),
+            enforce: Vec::new(),
+            tier: None,
         };
         let mut account = Resource::new(ResourceSpec::User(spec));
         account.requires = requires;

@@ -504,6 +504,7 @@ impl Fields<'_> {
                 owner: self.owner("owner")?,
                 group: self.owner("group")?,
                 mode: self.mode(0o755)?,
+                replace: Default::default(),
             }),
             Kind::Symlink => ResourceSpec::Symlink(SymlinkSpec {
                 path: self.required_path("path")?,
@@ -540,6 +541,7 @@ impl Fields<'_> {
                     .into_iter()
                     .map(ResourceId)
                     .collect(),
+                restart: Default::default(),
             }),
             Kind::GitClone => {
                 let url = self.required("url")?;
@@ -555,6 +557,7 @@ impl Fields<'_> {
                     config: self.map("config")?,
                     remotes,
                     refresh: self.bool("refresh")?.unwrap_or(false),
+                    migrate_from: None,
                 })
             }
             Kind::Swap => ResourceSpec::Swap(SwapSpec {

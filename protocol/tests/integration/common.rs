@@ -162,6 +162,10 @@ pub fn full_catalog() -> Catalog {
         comment: Some("Emil".into()),
         lock_at_creation: true,
         ensure: UserEnsure::Present,
+        privileged_groups: Vec::new(),
+        revoke_groups: Vec::new(),
+        enforce: Vec::new(),
+        tier: None,
     }))
     .requiring(group.id.clone());
     let purged = Resource::new(ResourceSpec::User(UserSpec {
@@ -175,13 +179,19 @@ pub fn full_catalog() -> Catalog {
         lock_at_creation: false,
         ensure: UserEnsure::Purged {
             archive_dir: "/var/backups/steward".into(),
+            terminate_sessions: true,
         },
+        privileged_groups: Vec::new(),
+        revoke_groups: Vec::new(),
+        enforce: Vec::new(),
+        tier: None,
     }));
     let code = Resource::new(ResourceSpec::Directory(DirectorySpec {
         path: "/home/emo/code".into(),
         owner: "emo".into(),
         group: "emo".into(),
         mode: Mode(0o755),
+        replace: Default::default(),
     }))
     .requiring(user.id.clone());
     let kubeconfig = secret_file("/home/emo/.kube/config", "CANARY-golden-kubeconfig")
@@ -216,6 +226,7 @@ pub fn full_catalog() -> Catalog {
             "https://git.example/up/tripit.git".into(),
         )]),
         refresh: true,
+        migrate_from: None,
     }))
     .requiring(code.id.clone());
     let service = Resource::new(ResourceSpec::Service(ServiceSpec {
@@ -223,6 +234,7 @@ pub fn full_catalog() -> Catalog {
         enable: true,
         ensure: ServiceState::Running,
         subscribes: vec![map.id.clone()],
+        restart: Default::default(),
     }))
     .requiring(user.id.clone());
     let swap = Resource::new(ResourceSpec::Swap(SwapSpec {

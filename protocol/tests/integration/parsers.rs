@@ -21,6 +21,7 @@ fn report() -> RunReport {
         diff: None,
         duration_ms: 1200,
         corrective: false,
+        drift: None,
     }];
     RunReport {
         run_id: RunId::from_random_bytes([7; 16]),

@@ -48,24 +48,12 @@ pub(crate) fn parse_run_status(text: &str) -> Result<RunStatus, DbError> {
 }
 
 pub(crate) fn resource_status_str(status: ResourceStatus) -> &'static str {
-    match status {
-        ResourceStatus::Unchanged => "unchanged",
-        ResourceStatus::Changed => "changed",
-        ResourceStatus::WouldChange => "would_change",
-        ResourceStatus::Failed => "failed",
-        ResourceStatus::Skipped => "skipped",
-    }
+    status.as_str()
 }
 
 pub(crate) fn parse_resource_status(text: &str) -> Result<ResourceStatus, DbError> {
-    Ok(match text {
-        "unchanged" => ResourceStatus::Unchanged,
-        "changed" => ResourceStatus::Changed,
-        "would_change" => ResourceStatus::WouldChange,
-        "failed" => ResourceStatus::Failed,
-        "skipped" => ResourceStatus::Skipped,
-        other => return Err(corrupt("resource_events.status", other)),
-    })
+    text.parse()
+        .map_err(|_| corrupt("resource_events.status", text))
 }
 
 pub(crate) fn parse_user_state(text: &str) -> Result<UserState, DbError> {

@@ -210,6 +210,9 @@ impl RunRow {
                 would_change: to_u32(self.total_would_change, "runs.total_would_change")?,
                 failed: to_u32(self.total_failed, "runs.total_failed")?,
                 skipped: to_u32(self.total_skipped, "runs.total_skipped")?,
+                kept: 0,
+                deferred: 0,
+                drift: 0,
             },
             received_at: timestamp(self.received_at),
             cursor: RunCursor {
@@ -239,6 +242,7 @@ impl EventRow {
             diff: self.diff,
             duration_ms: to_u64(self.duration_ms, "resource_events.duration_ms")?,
             corrective: self.corrective,
+            drift: None,
         })
     }
 }

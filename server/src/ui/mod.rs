@@ -361,6 +361,8 @@ impl Badge {
             ResourceStatus::WouldChange => ("would change", "info"),
             ResourceStatus::Failed => ("failed", "failed"),
             ResourceStatus::Skipped => ("skipped", "warn"),
+            ResourceStatus::Kept => ("kept", "info"),
+            ResourceStatus::Deferred => ("deferred", "warn"),
         };
         Badge::new(label, class)
     }

@@ -342,6 +342,7 @@ pub async fn detail(
         match event.status {
             ResourceStatus::Failed | ResourceStatus::Skipped => problems.push(row),
             ResourceStatus::Changed | ResourceStatus::WouldChange => changes.push(row),
+            ResourceStatus::Kept | ResourceStatus::Deferred => changes.push(row),
             ResourceStatus::Unchanged => others.push(row),
         }
     }

@@ -548,6 +548,7 @@ impl Agent {
             diff: None,
             duration_ms: 3,
             corrective: false,
+            drift: None,
         }];
         let started = now();
         RunReport {
