@@ -39,7 +39,8 @@ use self::users::{
     allocate_ports, node_user, removed_user_loc, roster_users_on, tier_value, NodeUser,
 };
 use crate::model::{
-    HostClass, Loc, ManagedUser, Site, SiteError, SiteErrors, State, UserState, VaultData,
+    is_privileged, HostClass, Loc, ManagedUser, Site, SiteError, SiteErrors, State, UserState,
+    VaultData,
 };
 use crate::template::{data_map, RenderContext, Templates, Tracker};
 
@@ -509,6 +510,7 @@ impl<'c> Session<'c> {
             &Scope {
                 ctx: &base,
                 user: None,
+                home: None,
             },
             None,
         );
@@ -601,6 +603,7 @@ impl<'c> Session<'c> {
         let scope = Scope {
             ctx: &ctx,
             user: Some((&roster.name, &user_id)),
+            home: Some(&user.home),
         };
         if roster.state != UserState::Present {
             let rendered = self.render_bundles(&user.tier.bundles, &scope, Some(Kind::Service));
@@ -630,14 +633,32 @@ impl<'c> Session<'c> {
             shell: user.shell.clone(),
             home: user.home.clone(),
             home_mode: site.config.users.home_mode,
-            groups: user.groups.clone(),
+            // Privileged groups travel apart, so the agent can refuse one in `groups` and
+            // report those held beyond the tier as drift.
+            groups: user
+                .groups
+                .iter()
+                .filter(|g| !is_privileged(g))
+                .cloned()
+                .collect(),
             comment: roster.full_name.clone(),
             lock_at_creation: site.config.users.lock_at_creation,
             ensure: UserEnsure::Present,
-            privileged_groups: Vec::new(),
-            revoke_groups: Vec::new(),
-            enforce: Vec::new(),
-            tier: None,
+            privileged_groups: user
+                .groups
+                .iter()
+                .filter(|g| is_privileged(g))
+                .cloned()
+                .collect(),
+            revoke_groups: roster.revoke_groups.clone(),
+            enforce: {
+                let mut enforce = site.config.users.enforce.clone();
+                enforce.extend(&roster.enforce);
+                enforce.sort();
+                enforce.dedup();
+                enforce
+            },
+            tier: Some(roster.tier.clone()),
         }));
         for group in &user.groups {
             account = account.requiring(ResourceId::new("group", group));
@@ -690,7 +711,7 @@ impl<'c> Session<'c> {
             UserState::Purged => (
                 UserEnsure::Purged {
                     archive_dir: site.config.archive_dir.clone(),
-                    terminate_sessions: true,
+                    terminate_sessions: site.config.terminate_sessions,
                 },
                 ids,
             ),
