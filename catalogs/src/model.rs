@@ -60,13 +60,28 @@ impl SiteError {
 }
 
 impl fmt::Display for SiteError {
+    /// `FILE:LINE: field: message`, always one line: control characters that came from the
+    /// site (a unit name with a newline, say) are written as escapes, never raw.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}: {}", self.loc, self.message)
+        write!(f, "{}: ", self.loc)?;
+        if !self.field.is_empty() {
+            write_escaped(f, &self.field)?;
+            f.write_str(": ")?;
+        }
+        write_escaped(f, &self.message)
+    }
+}
+
+/// `text` with every control character escaped (`\n`, `\u{1b}`).
+fn write_escaped(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    for c in text.chars() {
+        if c.is_control() {
+            write!(f, "{}", c.escape_default())?;
         } else {
-            write!(f, "{}: {}: {}", self.loc, self.field, self.message)
+            f.write_fmt(format_args!("{c}"))?;
         }
     }
+    Ok(())
 }
 
 impl std::error::Error for SiteError {}

@@ -1027,3 +1027,73 @@ fn new_fields_are_refused_where_they_make_no_sense() {
     site.yaml:5: bundles.home[0].current: replace: if_stale needs a non-empty `marker` that `current` contains (every variant carries the marker; only this one carries `current`) (for user `ann`)
     ");
 }
+
+#[test]
+fn the_compiler_refuses_what_the_agent_would_refuse_at_the_template_line() {
+    // Issue 12.8: each of these passed compile and failed on every host, every run.
+    let fixture = |bundle: &str| {
+        format!(
+            "//- site.yaml\nclasses:\n  workstation: {{ hosts: [\"devvm*\"], manage_users: true, bundles: [host] }}\nbundles:\n  home: []\n  host:\n{bundle}\n//- roster.yaml\nusers:\n  ann: {{ authentik_user: a, k8s_user: ann, tier: dev }}\n"
+        )
+    };
+    let cases = [
+        "    - service: { name: ../x.service }",
+        "    - service: { name: a/b.service }",
+        "    - service: { name: --now.service }",
+        "    - git_clone: { path: /srv/x, url: https://git.example/x.git, branch: --help }",
+        "    - git_clone: { path: /srv/x, url: https://git.example/x.git, remotes: { \"--upload-pack=id\": https://git.example/y.git } }",
+        "    - file: { path: /usr/local/bin/x, content: x, mode: \"4777\" }",
+        "    - file: { path: /etc/x, content: x, mode: \"0666\" }",
+        "    - directory: { path: /srv/drop, mode: \"0777\" }",
+        "    - file: { path: /etc/x, content: x }\n    - directory: { path: /etc/x }",
+    ];
+    let out: Vec<String> = cases.iter().map(|c| check(&fixture(c))).collect();
+    insta::assert_snapshot!(out.join("\n"), @r#"
+    site.yaml:6: bundles.host[0].name: "../x.service" contains '/': unit names are letters, digits and `:_.@-\` (a `/` would leave the unit directory)
+    site.yaml:6: bundles.host[0].name: "a/b.service" contains '/': unit names are letters, digits and `:_.@-\` (a `/` would leave the unit directory)
+    site.yaml:6: bundles.host[0].name: "--now.service" starts with `-`: systemctl would read it as an option
+    site.yaml:6: bundles.host[0].branch: "--help" is not a branch name: it starts with `-` (git would read an option)
+    site.yaml:6: bundles.host[0].remotes: "--upload-pack=id" is not a remote name (letters, digits, `.`, `_` and `-`, starting with a letter or digit)
+    site.yaml:6: bundles.host[0].mode: mode 4777 sets setuid, setgid or sticky bits, which a managed file may not have
+    site.yaml:6: bundles.host[0].mode: mode 0666 makes the file world-writable: anyone could change what Steward manages
+    site.yaml:6: bundles.host[0].mode: mode 0777 makes the directory world-writable without the sticky bit (use "1777" for a shared scratch directory)
+    site.yaml:7: path: `directory:/etc/x` manages the path /etc/x that `file:/etc/x` (site.yaml:6) manages too; every run would fail
+    "#);
+}
+
+#[test]
+fn check_compiles_every_host_shape_and_reports_what_any_host_would_hit() {
+    // Issue 12.9: `check` is the CI gate for roster changes, so it must find what a compile
+    // for any host finds: here errors that only hosts matching `ws-*` (where bob is) produce,
+    // a newline in a unit name (shown escaped, on one line) and an `ext::` remote.
+    let fixture = r#"
+        //- site.yaml
+        classes:
+          workstation: { hosts: [devvm, "ws-*"], manage_users: true, bundles: [] }
+        vars: { remote: "ext::sh -c id" }
+        bundles:
+          home:
+            - service: { name: "t3@{{ user.name }}\n.service" }
+              when: user.name == "bob"
+            - git_clone: { path: "{{ user.home }}/x", url: "{{ site.remote }}" }
+              when: user.name == "bob"
+            - file: { path: "{{ user.home }}/.token", content: "{{ secret('secret/tokens', user.name) }}", mode: "0600" }
+        //- roster.yaml
+        users:
+          ann: { authentik_user: a, k8s_user: ann, tier: dev }
+          bob: { authentik_user: b, k8s_user: bob, tier: dev, hosts: ["ws-*"] }
+    "#;
+    let (site, _) = load(fixture);
+    assert_eq!(
+        steward_catalogs::compile::host_shapes(&site),
+        ["devvm", "ws-x"]
+    );
+    let compiler = Compiler::new(&site).unwrap();
+    let errors = steward_catalogs::compile::check_host_shapes(&compiler, None, NOW);
+    let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    insta::assert_snapshot!(shown.join("\n"), @r#"
+    site.yaml:6: bundles.home[0].name: "t3@bob\n.service" contains '\n': unit names are letters, digits and `:_.@-\` (a `/` would leave the unit directory) (for user `bob`)
+    site.yaml:8: bundles.home[1].url: "ext::sh -c id" contains whitespace or control characters (for user `bob`)
+    "#);
+    assert!(shown.iter().all(|line| !line.contains('\n')));
+}

@@ -16,6 +16,7 @@
 mod glob;
 mod prepare;
 mod render;
+mod shapes;
 mod users;
 
 #[cfg(test)]
@@ -32,6 +33,7 @@ use steward_protocol::{
 };
 
 pub use glob::glob_match;
+pub use shapes::{check_host_shapes, host_shapes};
 
 use self::prepare::{prepare_bundle, syntax_error, Kind, PreparedBundle};
 use self::render::{Emitted, Renderer, Scope};
@@ -353,6 +355,8 @@ fn catalog_error(err: &CatalogError, resources: &[Resource], locs: &[Cow<'_, Loc
         | CatalogError::IdMismatch { id, .. }
         | CatalogError::BadPath { id, .. }
         | CatalogError::ControlCharacters { id, .. }
+        | CatalogError::Rule { id, .. }
+        | CatalogError::PathCollision { second: id, .. }
         | CatalogError::UnknownDependency { from: id, .. } => id,
     };
     let loc = resources.iter().position(|r| &r.id == id).map_or_else(
@@ -367,7 +371,24 @@ fn catalog_error(err: &CatalogError, resources: &[Resource], locs: &[Cow<'_, Loc
 fn diagnose(resources: &[Resource], locs: &[Cow<'_, Loc>], site: &Site) -> Vec<SiteError> {
     let mut errors = Vec::new();
     let mut first: HashMap<&ResourceId, usize> = HashMap::new();
+    let mut on_path: HashMap<&str, usize> = HashMap::new();
     for (i, resource) in resources.iter().enumerate() {
+        if let Some(path) = steward_protocol::catalog::managed_path(&resource.spec) {
+            match on_path.get(path) {
+                Some(&j) if resources[j].id != resource.id => errors.push(SiteError::new(
+                    locs[i].clone().into_owned(),
+                    "path",
+                    format!(
+                        "`{}` manages the path {path} that `{}` ({}) manages too; every run would fail",
+                        resource.id, resources[j].id, locs[j]
+                    ),
+                )),
+                Some(_) => {}
+                None => {
+                    on_path.insert(path, i);
+                }
+            }
+        }
         if let Some(&j) = first.get(&resource.id) {
             errors.push(SiteError::new(
                 locs[i].clone().into_owned(),

@@ -142,7 +142,12 @@ impl<'a> Renderer<'a> {
             ctx,
             scope,
         };
-        let mut resource = resource(fields.spec()?);
+        let spec = fields.spec()?;
+        // The rules the agent applies again (unit names, git names, modes), here with the
+        // template's line, so a catalog the agent would refuse never leaves the server.
+        steward_protocol::rules::check_spec(&spec)
+            .map_err(|broken| fields.error(broken.field, broken.message))?;
+        let mut resource = resource(spec);
         if let Some((_, user_id)) = scope.user {
             resource.requires.push(user_id.clone());
         }
