@@ -10,7 +10,7 @@
 //! current resource finish, then the run stops and the daemon exits.
 //!
 //! Deferred restarts ([`crate::pending`]): while any is recorded, the daemon checks every
-//! [`IDLE_CHECK`], without a run, whether a recorded user is idle now (or has no account), or
+//! `idle_check_secs` (default 60), without a run, whether a recorded user is idle now (or has no account), or
 //! a record's `max_defer` has passed; if so it starts a run at once, so an idle-gated restart
 //! happens within about a minute of its user going idle instead of at the next interval.
 
@@ -29,9 +29,6 @@ use crate::config::AgentConfig;
 use crate::facts;
 use crate::run::{self, RunOptions, Source};
 use crate::state::{Identity, StateDir};
-
-/// How often the daemon looks, between runs, whether a deferred restart can happen now.
-pub const IDLE_CHECK: Duration = Duration::from_secs(60);
 
 /// The deferred restarts of `root` that can happen now (see [`crate::pending::due`]), as
 /// `unit (user, deferred since T)` words for the log; empty when there are none or they cannot be read (the
@@ -218,6 +215,7 @@ pub fn daemon(
     // The deferred restarts that started the last early run: if the same ones are still due
     // after it (their restart failed), they wait for the interval instead of a run a minute.
     let mut last_early: Vec<String> = Vec::new();
+    let idle_every = Duration::from_secs(config.idle_check_secs.max(1));
     loop {
         match run::run_once(state, &source, options, stop) {
             Ok(outcome) => eprint!("{}", run::human(&outcome)),
@@ -227,7 +225,7 @@ pub fn daemon(
             return Ok(());
         }
         let next = Instant::now() + interval;
-        let mut idle_check = Instant::now() + IDLE_CHECK;
+        let mut idle_check = Instant::now() + idle_every;
         // Wait for the interval, a wake-up from the long-poll, a deferred restart that can
         // happen now, or SIGTERM.
         loop {
@@ -239,7 +237,7 @@ pub fn daemon(
                 break;
             }
             if now >= idle_check {
-                idle_check = now + IDLE_CHECK;
+                idle_check = now + idle_every;
                 let due = idle_restarts_due(&options.root);
                 if due.is_empty() || due == last_early {
                     last_early = due;

@@ -10,8 +10,8 @@
 //! account is idle.
 //!
 //! **Retry rule.** A record is retried at every run (a pending record makes the restart due
-//! even when nothing changed in that run) and, by the daemon, every
-//! [`crate::daemon::IDLE_CHECK`] while any record exists: as soon as a recorded user is idle
+//! even when nothing changed in that run) and, by the daemon, every `idle_check_secs` of its
+//! configuration (default 60) while any record exists: as soon as a recorded user is idle
 //! or a record's `max_defer_secs` has passed since its first deferral (`since`), the daemon
 //! starts a run at once, so the restart happens within about a minute of the user going
 //! idle rather than at the next interval. The restart then removes the record; past

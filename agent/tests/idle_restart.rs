@@ -3,8 +3,10 @@
 //! through a process on a terminal (`script` gives its child a pty as controlling terminal,
 //! as an SSH or ttyd shell has). The agent runs inside the root (`/` is the managed root, a
 //! real systemd answers); the daemon's between-runs check ([`daemon::idle_restarts_due`]) and
-//! [`pending::retain`] are called in-process on the root's directory, which sees the same
-//! processes (their root is that directory).
+//! [`pending::retain`] are also called in-process on the root's directory, which sees the same
+//! processes (their root is that directory). The daemon itself runs inside the root with an
+//! hour's interval and an unreachable server (so it applies its cached catalog), to show that
+//! a user going idle starts a run at once.
 
 mod support;
 
@@ -12,10 +14,11 @@ use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 use steward_agent::host::Host;
+use steward_agent::state::{Identity, StateDir};
 use steward_agent::{daemon, pending, sessions};
 use steward_protocol::{
-    Catalog, FileContent, FileSpec, Mode, Replace, Resource, ResourceSpec, Restart, ServiceSpec,
-    ServiceState,
+    Catalog, FileContent, FileSpec, KeyId, Mode, NodeId, Replace, Resource, ResourceSpec, Restart,
+    ServiceSpec, ServiceState,
 };
 use support::Root;
 
@@ -335,4 +338,79 @@ fn records_of_units_no_longer_when_idle_are_dropped() {
     let dropped = pending::retain(&host, &support::catalog(NODE, 2, immediate)).unwrap();
     assert_eq!(dropped.len(), 1);
     assert!(records(&root).is_empty());
+}
+
+/// The `run_id` of the last run the agent in the root recorded.
+fn last_run_id(root: &Root) -> Option<String> {
+    StateDir::open(root.path("/var/lib/steward"))
+        .unwrap()
+        .summary()
+        .unwrap()
+        .map(|s| s.run_id)
+}
+
+#[test]
+fn the_daemon_runs_as_soon_as_the_user_is_idle_not_at_the_interval() {
+    let (root, uid) = setup();
+    start_session(&root, uid);
+    agent_run(
+        &root,
+        &support::catalog(NODE, 1, resources("A=1\n", None)),
+        &[],
+    );
+    let first = invocation(&root);
+    let deferred = support::catalog(NODE, 2, resources("A=2\n", None));
+    let report = agent_run(&root, &deferred, &[]);
+    assert_eq!(service_event(&report).0, "deferred", "{report:#}");
+
+    // An enrolled agent whose server is unreachable: it applies its cached catalog (the one
+    // just deferred), runs at start and then not for an hour, and checks every second.
+    let state = StateDir::open(root.path("/var/lib/steward")).unwrap();
+    state
+        .set_identity(&Identity {
+            node: NodeId(NODE.into()),
+            server_url: "https://127.0.0.1:9".into(),
+            root_key_id: KeyId(support::trust()),
+            approved: true,
+        })
+        .unwrap();
+    state
+        .set_cached_envelope(&support::sign(&deferred))
+        .unwrap();
+    root.write(
+        "/etc/steward/agent.toml",
+        b"interval_secs = 3600\nsplay_limit_secs = 0\nidle_check_secs = 1\n",
+    );
+    let before = last_run_id(&root);
+    let pid = root
+        .run_ok(&[
+            "sh",
+            "-c",
+            "/usr/local/bin/steward-agent daemon </dev/null >/root/daemon.log 2>&1 & echo $!",
+        ])
+        .trim()
+        .to_string();
+    // Its first run: still deferred, emo still works.
+    wait_for("the daemon's first run", || last_run_id(&root) != before);
+    let after_first = last_run_id(&root);
+    assert_eq!(invocation(&root), first);
+    assert_eq!(records(&root).len(), 1);
+
+    end_session(&root, uid);
+    wait_for("the restart", || invocation(&root) != first);
+    wait_for("the record to go", || records(&root).is_empty());
+    wait_for("that run's summary", || last_run_id(&root) != after_first);
+    let log = std::fs::read_to_string(root.path("/root/daemon.log")).unwrap();
+    assert!(
+        log.contains(&format!(
+            "deferred restart can happen now: {UNIT} (emo, deferred since"
+        )),
+        "{log}"
+    );
+
+    // SIGTERM still stops it promptly.
+    root.run_ok(&["kill", "-TERM", &pid]);
+    wait_for("the daemon to exit", || {
+        !root.run(&["kill", "-0", &pid]).status.success()
+    });
 }
