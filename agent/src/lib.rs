@@ -334,8 +334,17 @@ fn status_text(s: &state::RunSummary, identity: Option<&state::Identity>) -> Str
     ));
     let t = &s.totals;
     out.push_str(&format!(
-        "counts:   {} resources, {} changed, {} would change, {} failed, {} skipped\n",
-        t.resources, t.changed, t.would_change, t.failed, t.skipped
+        "counts:   {} resources, {} changed, {} would change, {} failed, {} skipped{}\n",
+        t.resources,
+        t.changed,
+        t.would_change,
+        t.failed,
+        t.skipped,
+        if t.deferred > 0 {
+            format!(", {} deferred", t.deferred)
+        } else {
+            String::new()
+        }
     ));
     out.push_str(&format!(
         "reported: {}\n",

@@ -217,8 +217,9 @@ fn a_restart_waits_for_its_user_to_go_idle_and_happens_once() {
     let meta = std::fs::metadata(root.path(pending::PATH)).unwrap();
     assert_eq!((meta.mode() & 0o7777, meta.uid()), (0o600, 0));
 
-    // `status` lists it.
+    // `status` counts and lists it.
     let status = root.run_ok(&["/usr/local/bin/steward-agent", "status"]);
+    assert!(status.contains(" skipped, 1 deferred\n"), "{status}");
     assert!(
         status.contains(&format!(
             "deferred: {UNIT} (restart waits for emo to be idle, since {})",
