@@ -1106,14 +1106,19 @@ fn purge(cx: &Context<'_>, have: &Observed, job: &PurgeJob<'_>) -> anyhow::Resul
     if cx.noop {
         return Ok(Outcome::changed(message));
     }
+    // A record of another uid is about an earlier account of that name.
+    let existing = have
+        .record
+        .as_ref()
+        .filter(|r| uid.is_none_or(|uid| r.uid == uid));
     let record = match (&have.account, job.lock) {
         (Some(account), Some(steps)) => {
             // No new logins while the home is archived.
-            let record = remember_lock(cx, spec, account, have.record.as_ref(), steps)?;
+            let record = remember_lock(cx, spec, account, existing, steps)?;
             lock(spec, cx, steps)?;
             Some(record)
         }
-        _ => have.record.clone(),
+        _ => existing.cloned(),
     };
     if let (Some(uid), false) = (uid, procs.is_empty()) {
         let left = crate::sessions::terminate_user(cx.host, cx.systemd, name, uid, TERMINATE_GRACE)
