@@ -441,6 +441,101 @@ fn if_absent_leaves_an_existing_file_entirely_as_found() {
 }
 
 #[test]
+fn sealed_content_is_never_opened_for_a_file_left_as_found() {
+    let f = Fixture::new();
+    let key = EncryptionKeyPair::from_bytes([7; 32]);
+    let path = "/home/alice/.claude.json";
+    f.as_alice("printf '{\"mine\":1}\\n' > /home/alice/.claude.json && chmod 0644 /home/alice/.claude.json");
+    let found = (f.read(path), stamp(&f, path), f.mode_owner(path));
+    let sealed = |replace: Replace| {
+        ResourceSpec::File(FileSpec {
+            path: path.into(),
+            owner: "alice".into(),
+            group: "alice".into(),
+            mode: Mode(0o600),
+            content: FileContent::Sealed(seal(
+                &key.public_bytes(),
+                b"{\"api\":\"x\"}\n",
+                &mut OsRng,
+            )),
+            replace,
+            backup: false,
+        })
+    };
+    // No key given: opening the sealed content would fail the resource; nothing opens it.
+    for replace in [
+        Replace::IfAbsent,
+        Replace::IfMarked {
+            marker: "steward".into(),
+        },
+        Replace::IfStale {
+            marker: "steward".into(),
+            current: "tier".into(),
+        },
+    ] {
+        let outcome = f.apply(&sealed(replace.clone()));
+        assert!(
+            matches!(outcome, Ok(Outcome::Kept(_))),
+            "{replace:?}: {outcome:?}"
+        );
+    }
+    // The key is needed as soon as the content would be written.
+    assert!(failed(f.apply(&sealed(Replace::Always))).contains(".claude.json"));
+    assert_eq!((f.read(path), stamp(&f, path), f.mode_owner(path)), found);
+}
+
+#[test]
+fn host_renames_only_the_observed_entry_to_a_free_name_without_following_symlinks() {
+    let f = Fixture::new();
+    f.as_alice(
+        "mkdir -p /home/alice/a/tree /home/alice/b && echo x > /home/alice/a/tree/f \
+         && ln -s /etc /home/alice/link && echo y > /home/alice/b/taken",
+    );
+    let identity = |p: &str| match f.host.observe_dir(p).unwrap() {
+        steward_agent::host::DirState::Directory(inode) => inode.identity(),
+        other => panic!("{other:?}"),
+    };
+    let tree = identity("/home/alice/a/tree");
+    let ino = f.meta("/home/alice/a/tree").ino();
+    // A symlinked destination parent, a taken name, a stale identity: refused, nothing moved.
+    let err = f
+        .host
+        .rename_entry("/home/alice/a/tree", "/home/alice/link/tree", tree)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("refusing to follow symlink"),
+        "{err}"
+    );
+    assert!(!f.root.path("/etc/tree").exists());
+    let err = f
+        .host
+        .rename_entry("/home/alice/a/tree", "/home/alice/b/taken", tree)
+        .unwrap_err();
+    assert!(err.to_string().contains("refusing to replace"), "{err}");
+    assert_eq!(f.read("/home/alice/b/taken"), b"y\n");
+    let stale = identity("/home/alice/b");
+    let err = f
+        .host
+        .rename_entry("/home/alice/a/tree", "/home/alice/b/tree", stale)
+        .unwrap_err();
+    assert!(err.to_string().contains("changed while"), "{err}");
+    assert!(f.exists("/home/alice/a/tree/f"));
+    // The observed entry to a free name: moved, same inode and content.
+    f.host
+        .rename_entry("/home/alice/a/tree", "/home/alice/b/tree", tree)
+        .unwrap();
+    assert_eq!(f.meta("/home/alice/b/tree").ino(), ino);
+    assert_eq!(f.read("/home/alice/b/tree/f"), b"x\n");
+    assert!(!f.exists("/home/alice/a/tree"));
+    // Only an empty directory is removed.
+    assert!(f.host.remove_empty_dir("/home/alice/b/tree").is_err());
+    assert!(f.host.remove_empty_dir("/home/alice/link").is_err());
+    assert!(f.meta("/home/alice/link").file_type().is_symlink());
+    f.host.remove_empty_dir("/home/alice/a").unwrap();
+    assert!(!f.exists("/home/alice/a"));
+}
+
+#[test]
 fn if_stale_replaces_another_variant_keeps_this_one_and_anything_else() {
     let f = Fixture::new();
     let path = "/home/alice/.kube-config";
