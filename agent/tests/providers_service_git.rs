@@ -755,8 +755,19 @@ fn a_clone_with_work_in_it_is_kept_and_nothing_is_cloned_into_it() {
     );
     assert!(!root.path("/home/alice/code/infra").exists());
 
-    // Clean again: it moves.
+    // Clean again, but an interrupted move left its hidden sibling: kept, nothing moved.
     git_in(&root, code, &["remote", "set-url", "origin", FIXTURE]);
+    as_alice(&root, &["mkdir", "/home/alice/.code.steward-migrate"]);
+    let reason = kept_twice(&root, &spec, &[code, "/home/alice/.code.steward-migrate"]);
+    assert!(
+        reason.starts_with(
+            "/home/alice/.code.steward-migrate is left from an interrupted move of \
+             /home/alice/code; nothing moved or cloned"
+        ),
+        "{reason}"
+    );
+    as_alice(&root, &["rmdir", "/home/alice/.code.steward-migrate"]);
+    // Then it moves.
     let (message, _) = expect_changed(apply(&root, &git(&spec), false, false).unwrap());
     assert_eq!(
         message,
@@ -1240,4 +1251,56 @@ fn chrooted_agent_enables_offline_and_clones() {
     let report = agent_run(&root, &support::catalog(NODE, 2, resources()));
     assert_eq!(event(&report, "service:demo.service").0, "unchanged");
     assert_eq!(changed_count(&report), 0, "{report:#}");
+}
+
+#[test]
+fn chrooted_agent_reports_a_symlinked_code_dir_as_kept_and_exits_clean() {
+    let (root, _) = git_root();
+    root.install_agent();
+    // The brownfield ~/code: a symlink into another user's tree.
+    as_alice(&root, &["ln", "-s", "/srv/seed", "/home/alice/code"]);
+    let mut single = clone_spec(false);
+    single.path = "/home/alice/code".into();
+    let mut infra = clone_spec(false);
+    infra.path = "/home/alice/code/infra".into();
+    infra.migrate_from = Some("/home/alice/code".into());
+    let catalog = support::catalog(
+        NODE,
+        1,
+        vec![Resource::new(git(&single)), Resource::new(git(&infra))],
+    );
+    root.write("/root/catalog.signed", &support::sign(&catalog));
+    let trust = support::trust();
+    let out = root.run(&[
+        "/usr/local/bin/steward-agent",
+        "run",
+        "--catalog",
+        "/root/catalog.signed",
+        "--trust",
+        &trust,
+        "--node",
+        NODE,
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    let (status, message) = event(&report, "git_clone:/home/alice/code");
+    assert_eq!(status, "kept", "{report:#}");
+    assert!(
+        message.contains("(it is a symlink); left as found"),
+        "{message}"
+    );
+    let (status, message) = event(&report, "git_clone:/home/alice/code/infra");
+    assert_eq!(status, "kept", "{report:#}");
+    assert_eq!(
+        message,
+        "not cloned: the parent /home/alice/code is a symlink; left as found"
+    );
+    assert_eq!(report["totals"]["kept"], 2, "{report:#}");
+    assert_eq!(report["totals"]["failed"], 0, "{report:#}");
+    assert!(!root.path("/srv/seed/infra").exists());
+    assert_eq!(
+        std::fs::read_link(root.path("/home/alice/code")).unwrap(),
+        Path::new("/srv/seed")
+    );
 }

@@ -36,7 +36,9 @@
 //!   in its tree. When the path lies inside `migrate_from` (it must then be directly inside
 //!   it, a catalog rule), `migrate_from` is renamed to the hidden sibling
 //!   `.NAME.steward-migrate`, recreated as a plain directory with the clone's owner and
-//!   mode, and the clone renamed into the path; a failure on the way puts it back.
+//!   mode, and the clone renamed into the path; a failure on the way puts it back, and a
+//!   sibling left by an agent killed mid-move makes the resource `kept` (naming it) until
+//!   someone looks.
 //!   `migrate_from` that is absent or a plain directory (the new layout's parent) changes
 //!   nothing: the path is cloned as usual. Anything else there (uncommitted work, local
 //!   commits, another remote, a symlink, another user's) is `kept` with the reason and
@@ -101,7 +103,12 @@ pub fn apply(spec: &GitCloneSpec, cx: &Context<'_>) -> anyhow::Result<Outcome> {
     };
     let path = spec.path.as_str();
     let parent = parent_of(path);
-    let state = match look(cx, parent)? {
+    let parent_look = if parent == "/" {
+        Look::Directory(None)
+    } else {
+        look(cx, parent)?
+    };
+    let state = match parent_look {
         Look::Directory(_) => observe(cx, &git, path)?,
         Look::Absent if cx.noop => PathState::Absent,
         Look::Absent => {
@@ -532,7 +539,8 @@ fn observe(cx: &Context<'_>, git: &Git<'_>, path: &str) -> anyhow::Result<PathSt
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Look {
     Absent,
-    Directory(Inode),
+    /// A directory (`None`: `/`, never observed).
+    Directory(Option<Inode>),
     /// Something that is left as found, with what it is ("is a symlink").
     Foreign(String),
 }
@@ -541,10 +549,10 @@ enum Look {
 /// in the way is [`Look::Foreign`], not an error (it is someone's pre-existing layout).
 fn look(cx: &Context<'_>, path: &str) -> anyhow::Result<Look> {
     if path == "/" {
-        return Ok(Look::Foreign("is /".to_string()));
+        return Ok(Look::Directory(None));
     }
     match cx.host.observe_dir(path) {
-        Ok(DirState::Directory(inode)) => Ok(Look::Directory(inode)),
+        Ok(DirState::Directory(inode)) => Ok(Look::Directory(Some(inode))),
         Ok(DirState::Absent) => Ok(Look::Absent),
         Ok(DirState::Other(kind)) => Ok(Look::Foreign(format!("is a {kind}"))),
         Err(HostError::SymlinkInPath { path }) => Ok(Look::Foreign(format!(
@@ -690,10 +698,19 @@ fn migration(
             "{from} {why}; not moved to {path}, and nothing cloned"
         )))
     };
+    let temp = migration_temp(from);
+    if look(cx, &temp)? != Look::Absent {
+        return Ok(Migration::Kept(format!(
+            "{temp} is left from an interrupted move of {from}; nothing moved or cloned (move \
+             it back to {from} or to {path}, or remove it)"
+        )));
+    }
     let inode = match look(cx, from)? {
         Look::Absent => return Ok(Migration::Nothing),
         Look::Foreign(why) => return kept(why),
-        Look::Directory(inode) => inode,
+        // `check_migrate_from` refuses `/`.
+        Look::Directory(None) => return Ok(Migration::Nothing),
+        Look::Directory(Some(inode)) => inode,
     };
     if inode.uid != git.uid {
         return kept(format!(
@@ -787,15 +804,15 @@ fn migrate(
         })();
         if let Err(error) = rest {
             // Put it back as it was; if that fails too, say where the clone is.
-            let back =
-                cx.host
-                    .remove_empty_dir(from)
-                    .and_then(|()| match cx.host.observe_dir(&temp)? {
-                        DirState::Directory(aside) => {
-                            cx.host.rename_entry(&temp, from, aside.identity())
-                        }
-                        _ => Ok(()),
-                    });
+            let back = (|| -> Result<(), HostError> {
+                if let DirState::Directory(_) = cx.host.observe_dir(from)? {
+                    cx.host.remove_empty_dir(from)?;
+                }
+                if let DirState::Directory(aside) = cx.host.observe_dir(&temp)? {
+                    cx.host.rename_entry(&temp, from, aside.identity())?;
+                }
+                Ok(())
+            })();
             return Err(match back {
                 Ok(()) => error.context(format!("{from} was put back")),
                 Err(_) => error.context(format!("the clone is left at {temp}")),
