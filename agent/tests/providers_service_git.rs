@@ -692,6 +692,41 @@ fn a_clean_clone_moves_into_the_workspace_layout() {
 }
 
 #[test]
+fn a_clean_clone_elsewhere_is_renamed_into_place() {
+    let (root, uid) = git_root();
+    let mut old = clone_spec(false);
+    old.path = "/home/alice/src".into();
+    expect_changed(apply(&root, &git(&old), false, false).unwrap());
+    let inode = std::fs::metadata(root.path("/home/alice/src"))
+        .unwrap()
+        .ino();
+    as_alice(&root, &["mkdir", "/home/alice/code"]);
+    let mut spec = clone_spec(false);
+    spec.path = "/home/alice/code/fixture".into();
+    spec.migrate_from = Some("/home/alice/src".into());
+    let (message, _) = expect_changed(apply(&root, &git(&spec), false, false).unwrap());
+    assert_eq!(
+        message,
+        "moved the clone /home/alice/src to /home/alice/code/fixture"
+    );
+    assert!(!root.path("/home/alice/src").exists());
+    let moved = std::fs::metadata(root.path("/home/alice/code/fixture")).unwrap();
+    assert_eq!((moved.ino(), moved.uid()), (inode, uid));
+    assert_eq!(
+        git_in(
+            &root,
+            "/home/alice/code/fixture",
+            &["status", "--porcelain"]
+        ),
+        ""
+    );
+    assert_eq!(
+        apply(&root, &git(&spec), false, false).unwrap(),
+        Outcome::Unchanged
+    );
+}
+
+#[test]
 fn a_clone_with_work_in_it_is_kept_and_nothing_is_cloned_into_it() {
     let (root, _) = git_root();
     let spec = single_layout(&root);
