@@ -72,7 +72,6 @@
 //! gets clones has anyway.
 
 use std::os::unix::process::CommandExt;
-
 use std::process::Command;
 
 use anyhow::Context as _;
