@@ -396,24 +396,10 @@ fn check_spec(spec: &GitCloneSpec) -> Result<(), String> {
 }
 
 /// `migrate_from` must be another normalized absolute path, not inside the clone's path,
-/// and when the path lies inside it, directly inside it (the one directory recreated there
-/// is its parent). Pure.
+/// and when the path lies inside it, directly inside it: the protocol's rule, which the
+/// compiler applies too. Pure.
 pub fn check_migrate_from(path: &str, from: &str) -> Result<(), String> {
-    if from == "/" || !is_normal_absolute_path(from) {
-        return Err(format!("invalid migrate_from path {from:?}"));
-    }
-    if from == path || is_inside(from, path) {
-        return Err(format!(
-            "migrate_from {from} must not be the clone's path {path} or inside it"
-        ));
-    }
-    if is_inside(path, from) && parent_of(path) != from {
-        return Err(format!(
-            "the clone's path {path} lies inside migrate_from {from} but not directly; only \
-             {from}/NAME can be migrated into"
-        ));
-    }
-    Ok(())
+    steward_protocol::rules::check_migrate_from(path, from).map_err(|broken| broken.message)
 }
 
 /// Whether `path` lies strictly beneath `dir` (both normalized absolute paths). Pure.
