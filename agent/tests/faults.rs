@@ -7,6 +7,11 @@
 //! The file systems are real: a tiny tmpfs and a read-only bind mount, mounted under the
 //! sandbox root by the test (which runs as root, as this project's machines and CI do) and
 //! unmounted when it ends.
+//!
+//! And a git server that stalls mid-pack (a loopback HTTPS dumb-protocol server that sends
+//! half a pack, then nothing), cloned from in a disposable Debian root: the command timeout
+//! kills git's process group (THREATS R12). What the killed clone leaves behind is not yet
+//! recovered by the next run (the ignored test says what to fix).
 
 mod support;
 
@@ -285,4 +290,216 @@ fn a_read_only_mount_under_a_managed_path_fails_naming_erofs() {
         ResourceStatus::Changed
     );
     assert_eq!(sb.spooled(), spooled + 1, "the run's report is spooled");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A git server that stalls mid-pack
+
+/// A dumb-HTTP git server over HTTPS on the loopback (Python's `http.server` with a
+/// self-signed certificate), serving a bare repository; while `stall` exists it sends half
+/// of any pack and then nothing, holding the connection open. Killed when dropped.
+struct StallingGitServer {
+    child: std::process::Child,
+    port: u16,
+    stall: PathBuf,
+    cert: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+const GIT_SERVER: &str = r#"
+import functools, http.server, os, ssl, sys, time
+repo, cert, key, stall, port_file = sys.argv[1:6]
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+    def do_GET(self):
+        path = self.translate_path(self.path)
+        if path.endswith(".pack") and os.path.isfile(path) and os.path.exists(stall):
+            data = open(path, "rb").read()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-git-packed-objects")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            time.sleep(3600)
+            return
+        super().do_GET()
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=repo))
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+with open(port_file + ".tmp", "w") as f:
+    f.write(str(server.server_address[1]))
+os.rename(port_file + ".tmp", port_file)
+server.serve_forever()
+"#;
+
+impl StallingGitServer {
+    fn start(repo: &Path) -> StallingGitServer {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        let made = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+        let stall = dir.path().join("stall");
+        std::fs::write(&stall, b"").unwrap();
+        let port_file = dir.path().join("port");
+        let child = Command::new("python3")
+            .args(["-c", GIT_SERVER])
+            .arg(repo)
+            .args([&cert, &key, &stall, &port_file])
+            .spawn()
+            .unwrap();
+        let mut server = StallingGitServer {
+            child,
+            port: 0,
+            stall,
+            cert,
+            _dir: dir,
+        };
+        // Bounded wait for the server to say its port (not a timing assumption: it fails
+        // only if the server never starts).
+        for _ in 0..600 {
+            if let Ok(port) = std::fs::read_to_string(&port_file) {
+                server.port = port.trim().parse().unwrap();
+                return server;
+            }
+            assert!(
+                server.child.try_wait().unwrap().is_none(),
+                "the git server exited"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the git server did not start within 30 s");
+    }
+}
+
+impl Drop for StallingGitServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A root with user `alice` trusting the test server's certificate, a repository with a
+/// pack worth stalling in (1 MiB of incompressible data) served by a stalling server, and a
+/// clone of it for alice.
+fn stalled_clone_setup() -> (support::Root, StallingGitServer, ResourceSpec) {
+    let root = support::Root::fresh();
+    root.run_ok(&["useradd", "-m", "-s", "/bin/bash", "alice"]);
+    root.run_ok(&[
+        "sh",
+        "-c",
+        "set -e; git init -q --bare /srv/repo.git; git init -q /srv/seed; cd /srv/seed; \
+         head -c 1048576 /dev/urandom > blob; git add blob; \
+         git -c user.name=t -c user.email=t@example.com commit -qm one; \
+         git push -q /srv/repo.git HEAD:refs/heads/master; \
+         cd /srv/repo.git; git symbolic-ref HEAD refs/heads/master; \
+         git repack -q -a -d; git update-server-info",
+    ]);
+    let server = StallingGitServer::start(&root.path("/srv/repo.git"));
+    root.write(
+        "/usr/local/share/steward-test-ca.pem",
+        &std::fs::read(&server.cert).unwrap(),
+    );
+    root.write(
+        "/home/alice/.gitconfig",
+        b"[http]\n\tsslCAInfo = /usr/local/share/steward-test-ca.pem\n",
+    );
+    root.run_ok(&["chown", "alice:alice", "/home/alice/.gitconfig"]);
+    root.run_ok(&["chmod", "0644", "/usr/local/share/steward-test-ca.pem"]);
+    let spec = ResourceSpec::GitClone(steward_protocol::GitCloneSpec {
+        path: "/home/alice/repo".into(),
+        url: format!("https://127.0.0.1:{}/", server.port),
+        user: "alice".into(),
+        branch: None,
+        config: Default::default(),
+        remotes: Default::default(),
+        refresh: false,
+        migrate_from: None,
+    });
+    (root, server, spec)
+}
+
+/// Applies `spec` with a 5 s command timeout.
+fn apply_with_timeout(
+    root: &support::Root,
+    spec: &ResourceSpec,
+) -> anyhow::Result<steward_agent::engine::Outcome> {
+    let host = steward_agent::host::Host::new(root.dir()).unwrap();
+    let mut cx = steward_agent::engine::Context::new(&host, false, None);
+    cx.command_timeout = std::time::Duration::from_secs(5);
+    steward_agent::providers::apply(spec, &cx, false)
+}
+
+/// The provider's command timeout kills git and its process group, stalled on half a pack:
+/// the resource fails naming the timeout and no git process is left (THREATS R12).
+#[test]
+fn r12_a_git_server_that_stalls_mid_pack_is_killed_at_the_command_timeout() {
+    let (root, server, spec) = stalled_clone_setup();
+
+    let error = apply_with_timeout(&root, &spec).unwrap_err();
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("running git") && message.contains("did not finish within 5s"),
+        "{message}"
+    );
+    assert!(message.contains("killed"), "{message}");
+    let left = Command::new("pgrep")
+        .args(["-f", &format!("127.0.0.1:{}", server.port)])
+        .output()
+        .unwrap();
+    assert!(
+        !left.status.success(),
+        "git processes left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
+/// After a clone killed mid-pack, the path holds a `.git` with no commit, and the next run
+/// (the server answering again) reports that as the converged clone: "unchanged", forever.
+/// The fix belongs in `providers/git_clone.rs` (clone into a temp sibling and rename it into
+/// place, or treat a repository without a commit as an unfinished clone of ours).
+#[test]
+#[ignore = "git_clone leaves a half clone that later runs report unchanged (fix in git_clone.rs)"]
+fn r12_after_a_clone_killed_mid_pack_the_next_run_clones() {
+    let (root, server, spec) = stalled_clone_setup();
+    apply_with_timeout(&root, &spec).unwrap_err();
+
+    std::fs::remove_file(&server.stall).unwrap();
+    let outcome = apply_with_timeout(&root, &spec);
+    assert!(
+        matches!(outcome, Ok(steward_agent::engine::Outcome::Changed { .. })),
+        "the next run clones: {outcome:?}"
+    );
+    let head = root.run_ok(&[
+        "runuser",
+        "-u",
+        "alice",
+        "--",
+        "env",
+        "HOME=/home/alice",
+        "git",
+        "-C",
+        "/home/alice/repo",
+        "rev-parse",
+        "HEAD",
+    ]);
+    assert_eq!(head.trim().len(), 40, "{head}");
 }
