@@ -972,7 +972,9 @@ impl Host {
                     path: PathBuf::from(path),
                 });
             }
+            fail_point(Step::Chown);
             chown_link(&link, path, uid, gid)?;
+            fail_point(Step::Rename);
             match existing {
                 None => rename_noreplace(&p, &temp),
                 Some(link) => {
@@ -988,6 +990,7 @@ impl Host {
             let _ = rustix::fs::unlinkat(&p.dir, temp.as_str(), AtFlags::empty());
             return Err(e);
         }
+        fail_point(Step::DirFsync);
         sync_dir(&p)
     }
 
@@ -1254,9 +1257,16 @@ fn check_unchanged(p: &Parent<'_>, expected: &Identity) -> Result<(), HostError>
     }
 }
 
-fn inject(fail_at: Option<Step>, step: Step, path: &str, op: Op) -> Result<(), HostError> {
+/// A point of a write path where test builds can SIGKILL the writer (nothing otherwise).
+fn fail_point(step: Step) {
     #[cfg(test)]
     tests::kill_if_asked(step);
+    let _ = step;
+}
+
+/// A [`fail_point`] where tests can also make the step fail with ENOSPC.
+fn inject(fail_at: Option<Step>, step: Step, path: &str, op: Op) -> Result<(), HostError> {
+    fail_point(step);
     if fail_at == Some(step) {
         return Err(HostError::io(
             op,

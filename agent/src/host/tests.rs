@@ -1085,7 +1085,7 @@ fn link_owner_is_set_on_the_link_never_its_target() {
 /// SIGKILLs itself (read only by this test build).
 const KILL_AT_ENV: &str = "STEWARD_TEST_HOST_KILL_AT";
 
-/// `<root>\n<catalog path>` for [`child_writer_for_sigkill_tests`].
+/// `<root>\n<catalog path>\n<file|link>` for [`child_writer_for_sigkill_tests`].
 const CHILD_ENV: &str = "STEWARD_TEST_HOST_CHILD_WRITE";
 
 /// The fail-point of the write path: called by `inject` before each [`Step`], in test builds
@@ -1108,22 +1108,30 @@ fn child_writer_for_sigkill_tests() {
     let Ok(spec) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let (root, path) = spec.split_once('\n').unwrap();
-    Host::new(root)
-        .unwrap()
-        .write_file_atomic(path, b"new content\n", Mode(0o640), UID, GID)
-        .unwrap();
+    let [root, path, kind]: [&str; 3] = spec.split('\n').collect::<Vec<_>>().try_into().unwrap();
+    let host = Host::new(root).unwrap();
+    match kind {
+        "file" => host
+            .write_file_atomic(path, b"new content\n", Mode(0o640), UID, GID)
+            .unwrap(),
+        _ => host.create_symlink_atomic(path, "/new", UID, GID).unwrap(),
+    }
 }
 
 /// Runs [`child_writer_for_sigkill_tests`] in a new process that kills itself before `step`.
-fn write_in_a_child_killed_at(root: &Path, path: &str, step: Step) -> std::process::ExitStatus {
+fn write_in_a_child_killed_at(
+    root: &Path,
+    path: &str,
+    kind: &str,
+    step: Step,
+) -> std::process::ExitStatus {
     std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "host::tests::child_writer_for_sigkill_tests",
             "--test-threads=1",
         ])
-        .env(CHILD_ENV, format!("{}\n{path}", root.display()))
+        .env(CHILD_ENV, format!("{}\n{path}\n{kind}", root.display()))
         .env(KILL_AT_ENV, format!("{step:?}"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -1166,7 +1174,7 @@ fn r5_sigkill_at_every_step_leaves_old_or_new_and_the_next_run_removes_the_temp(
                 fs::set_permissions(&real, fs::Permissions::from_mode(0o644)).unwrap();
             }
 
-            let status = write_in_a_child_killed_at(&sb.root(), path, step);
+            let status = write_in_a_child_killed_at(&sb.root(), path, "file", step);
             assert_eq!(status.signal(), Some(9), "{what}: {status:?}");
 
             // Old or new, never anything in between (R5).
@@ -1253,4 +1261,45 @@ fn r5_run_sweep_spares_live_writers_and_what_is_not_ours() {
     sb.assert_canary_intact();
     // A directory that does not exist has nothing to sweep.
     assert_eq!(host.remove_stale_temps("/home/nobody/f"), 0);
+}
+
+#[test]
+fn r5_sigkill_at_every_step_of_a_symlink_write_leaves_old_or_new_and_no_temp() {
+    use std::os::unix::process::ExitStatusExt;
+    let sb = Sandbox::new();
+    let home = sb.at("/home/u");
+    std::os::unix::fs::chown(&home, Some(UID), Some(GID)).unwrap();
+    let path = "/home/u/link";
+    let real = sb.at(path);
+    for step in [Step::Chown, Step::Rename, Step::DirFsync] {
+        for existing in [true, false] {
+            let what = format!("killed before {step:?}, link existing: {existing}");
+            for name in names_in(&home) {
+                fs::remove_file(home.join(name)).unwrap();
+            }
+            if existing {
+                symlink("/old", &real).unwrap();
+            }
+
+            let status = write_in_a_child_killed_at(&sb.root(), path, "link", step);
+            assert_eq!(status.signal(), Some(9), "{what}: {status:?}");
+
+            let renamed = step == Step::DirFsync;
+            let now = fs::read_link(&real).ok();
+            let expected = match (renamed, existing) {
+                (true, _) => Some(PathBuf::from("/new")),
+                (false, true) => Some(PathBuf::from("/old")),
+                (false, false) => None,
+            };
+            assert_eq!(now, expected, "{what}");
+            let left = temps_in(&home);
+            assert_eq!(left.len(), usize::from(!renamed), "{what}: {left:?}");
+
+            let host = Host::new(sb.root()).unwrap();
+            assert_eq!(host.remove_stale_temps(path), left.len(), "{what}");
+            assert_eq!(fs::read_link(&real).ok(), now, "{what}");
+            assert_eq!(temps_in(&home), Vec::<String>::new(), "{what}");
+        }
+    }
+    sb.assert_canary_intact();
 }
