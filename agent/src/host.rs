@@ -24,8 +24,8 @@
 //!   ([`Host::write_file_atomic_expecting`]; best effort, see there);
 //! - temp files an agent killed mid-write left behind (`.<name>.steward-tmp.<pid>.<n>.<hex>`)
 //!   are removed by the next write into the same directory, and by
-//!   [`Host::remove_stale_temps`] (which a run calls for every file it manages, converged or
-//!   not), as soon as the process named in them is gone, or once older than
+//!   [`Host::remove_stale_temps`] (for a run to call for every file it manages, converged
+//!   or not), as soon as the process named in them is gone, or once older than
 //!   [`STALE_TEMP_AGE`] if it is not (a reused pid);
 //! - old content can be kept in a root-only content-addressed bucket before it is replaced
 //!   ([`Host::backup_content`]).
@@ -1117,8 +1117,8 @@ impl Host {
     /// Removes the temp files of ours that an agent killed mid-write (SIGKILL, OOM, power
     /// loss) left in the directory of `path`, whether or not `path` itself needs a write (a
     /// converged file is never written again, so without this its directory would keep them
-    /// forever). A run calls it for every file it manages, before applying (never under
-    /// noop: it modifies). Removed are only temps [`Host::write_file_atomic`] could have
+    /// forever). Meant for a run to call for every file and symlink it manages, before
+    /// applying (never under noop: it modifies). Removed are only temps [`Host::write_file_atomic`] could have
     /// left there: see [`Host::sweep_stale_temps`]; owners accepted are root, the current
     /// owner of `path` and the owner of its directory (a temp killed after its `fchown` has
     /// the owner the catalog gives the file, which a run that does not write cannot know
@@ -1202,7 +1202,10 @@ impl Host {
 
 /// Whether the agent process `pid` (from a temp name) can no longer be writing: it is not
 /// this process (another thread may be mid-write) and `kill(pid, 0)` says no such process
-/// (`ESRCH`; a process we may not signal still exists).
+/// (`ESRCH`; a process we may not signal still exists). Runs are serialized by the state
+/// lock (R10), so a live writer is another agent only across pid namespaces (an agent in a
+/// container writing the same directory): that one loses its temp and fails that write
+/// (`ENOENT` at the rename); no target is ever touched.
 fn writer_is_gone(pid: u32) -> bool {
     let Some(other) = i32::try_from(pid)
         .ok()
