@@ -63,14 +63,15 @@ pub struct Catalog {
     pub resources: Vec<Resource>,
 }
 
-/// Why a catalog's resource graph is not acceptable.
+/// Why a catalog's resource graph is not acceptable. Every message starts with the resource
+/// it is about (`` resource `type:name`: ``) and then says the rule it breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CatalogError {
     /// Two resources share an id.
-    #[error("duplicate resource id {0}")]
+    #[error("resource `{0}`: the id is used by another resource too")]
     DuplicateId(ResourceId),
     /// `id` does not match `type:name` of the spec.
-    #[error("resource id {id} does not match its spec ({expected})")]
+    #[error("resource `{id}`: the id does not match its spec (`{expected}`)")]
     IdMismatch {
         /// The declared id.
         id: ResourceId,
@@ -78,7 +79,7 @@ pub enum CatalogError {
         expected: ResourceId,
     },
     /// A `requires` or `subscribes` edge names no resource of the catalog.
-    #[error("{from} requires unknown resource {to}")]
+    #[error("resource `{from}`: requires `{to}`, which is not in the catalog")]
     UnknownDependency {
         /// The resource with the edge.
         from: ResourceId,
@@ -86,10 +87,10 @@ pub enum CatalogError {
         to: ResourceId,
     },
     /// The dependency graph has a cycle through this resource.
-    #[error("dependency cycle through {0}")]
+    #[error("resource `{0}`: its dependencies form a cycle through it")]
     Cycle(ResourceId),
     /// A path is relative, not normalized, or contains `..`, NUL or control characters.
-    #[error("{id}: path {path:?} must be absolute and normalized (no `..`, `.`, `//` or control characters)")]
+    #[error("resource `{id}`: path {path:?} must be absolute and normalized (no `..`, `.`, `//` or control characters)")]
     BadPath {
         /// The resource.
         id: ResourceId,
@@ -97,7 +98,7 @@ pub enum CatalogError {
         path: String,
     },
     /// A name field holds control characters (newline injection into units, passwd, ...).
-    #[error("{id}: {field} contains control characters")]
+    #[error("resource `{id}`: {field} contains control characters")]
     ControlCharacters {
         /// The resource.
         id: ResourceId,
@@ -105,7 +106,7 @@ pub enum CatalogError {
         field: &'static str,
     },
     /// Sensitive content that was never sealed.
-    #[error("{0}: sensitive content is not sealed")]
+    #[error("resource `{0}`: sensitive content is not sealed")]
     UnsealedSecret(ResourceId),
 }
 
