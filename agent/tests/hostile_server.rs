@@ -453,3 +453,60 @@ fn ca_file_pins_the_servers_tls_trust() {
     let _ = tls.kill();
     let _ = tls.wait();
 }
+
+/// THREATS F5: a validly signed catalog that breaks a validation rule (a server bug, or a
+/// compiler that let it through) is refused, and the refusal names the resource and the rule.
+#[test]
+fn a_signed_invalid_catalog_is_refused_naming_the_resource_and_the_rule() {
+    use steward_protocol::envelope::{canonical_bytes, sign_document, SigningKeyPair};
+    use steward_protocol::{DirectorySpec, DocumentType, Mode, Resource, ResourceSpec};
+
+    let serial = u64::try_from(now()).unwrap() * 1000;
+    // The test helper refuses to sign an invalid catalog: sign a valid one, then put the
+    // invalid payload in its place, signed by the same certified catalog key.
+    let mut envelope: serde_json::Value =
+        serde_json::from_slice(&sign(&catalog("devvm", serial, Vec::new()))).unwrap();
+    let invalid = catalog(
+        "devvm",
+        serial,
+        vec![Resource::new(ResourceSpec::Directory(DirectorySpec {
+            path: "/srv/../etc/cron.d".into(),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: Mode(0o755),
+            replace: Default::default(),
+        }))],
+    );
+    let document = sign_document(
+        &SigningKeyPair::from_bytes([2; 32]),
+        DocumentType::Catalog,
+        &canonical_bytes(&invalid),
+    );
+    envelope["catalog"] = serde_json::to_value(document).unwrap();
+    let body = serde_json::to_vec(&envelope).unwrap();
+    let server = hostile(move |head, stream| {
+        if !is_catalog_request(head) {
+            return unavailable(stream);
+        }
+        let mut answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        answer.extend_from_slice(&body);
+        let _ = stream.write_all(&answer);
+    });
+    let host = Host::enrolled(&server.url, false);
+    let (out, report) = host.run();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let message = report.and_then(|r| r.message).unwrap_or_default();
+    assert!(
+        message.contains(
+            "catalog refused: catalog failed validation: resource \
+             `directory:/srv/../etc/cron.d`: path \"/srv/../etc/cron.d\" must be absolute"
+        ),
+        "{message}"
+    );
+    assert!(!host.state.join("accepted.json").exists());
+}

@@ -68,10 +68,14 @@ pub struct Catalog {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CatalogError {
     /// Two resources share an id.
-    #[error("resource `{0}`: the id is used by another resource too")]
+    #[error("resource `{}`: the id is used by another resource too", shown(.0))]
     DuplicateId(ResourceId),
     /// `id` does not match `type:name` of the spec.
-    #[error("resource `{id}`: the id does not match its spec (`{expected}`)")]
+    #[error(
+        "resource `{}`: the id does not match its spec (`{}`)",
+        shown(id),
+        shown(expected)
+    )]
     IdMismatch {
         /// The declared id.
         id: ResourceId,
@@ -79,7 +83,11 @@ pub enum CatalogError {
         expected: ResourceId,
     },
     /// A `requires` or `subscribes` edge names no resource of the catalog.
-    #[error("resource `{from}`: requires `{to}`, which is not in the catalog")]
+    #[error(
+        "resource `{}`: requires `{}`, which is not in the catalog",
+        shown(from),
+        shown(to)
+    )]
     UnknownDependency {
         /// The resource with the edge.
         from: ResourceId,
@@ -87,10 +95,10 @@ pub enum CatalogError {
         to: ResourceId,
     },
     /// The dependency graph has a cycle through this resource.
-    #[error("resource `{0}`: its dependencies form a cycle through it")]
+    #[error("resource `{}`: its dependencies form a cycle through it", shown(.0))]
     Cycle(ResourceId),
     /// A path is relative, not normalized, or contains `..`, NUL or control characters.
-    #[error("resource `{id}`: path {path:?} must be absolute and normalized (no `..`, `.`, `//` or control characters)")]
+    #[error("resource `{}`: path {path:?} must be absolute and normalized (no `..`, `.`, `//` or control characters)", shown(id))]
     BadPath {
         /// The resource.
         id: ResourceId,
@@ -98,7 +106,7 @@ pub enum CatalogError {
         path: String,
     },
     /// A name field holds control characters (newline injection into units, passwd, ...).
-    #[error("resource `{id}`: {field} contains control characters")]
+    #[error("resource `{}`: {field} contains control characters", shown(id))]
     ControlCharacters {
         /// The resource.
         id: ResourceId,
@@ -106,8 +114,23 @@ pub enum CatalogError {
         field: &'static str,
     },
     /// Sensitive content that was never sealed.
-    #[error("resource `{0}`: sensitive content is not sealed")]
+    #[error("resource `{}`: sensitive content is not sealed", shown(.0))]
     UnsealedSecret(ResourceId),
+}
+
+/// A resource id for a message: control characters escaped (`\n`, `\u{1b}`), so a hostile
+/// name cannot break or forge lines of the output that shows it.
+fn shown(id: &ResourceId) -> String {
+    id.as_str()
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Whether `path` is absolute and normalized: starts with `/`, no empty, `.` or `..`
@@ -287,6 +310,49 @@ mod tests {
             catalog(vec![wrong]).validate(),
             Err(CatalogError::IdMismatch { .. })
         ));
+    }
+
+    /// Every refusal names the resource it is about and the rule it breaks (THREATS F5, F8:
+    /// an operator reading the agent's "catalog failed validation" must see which one and why).
+    #[test]
+    fn validation_errors_name_the_resource_and_the_rule() {
+        let message =
+            |resources: Vec<Resource>| catalog(resources).validate().unwrap_err().to_string();
+        let dir = Resource::new(ResourceSpec::Directory(crate::DirectorySpec {
+            path: "/srv/../etc/cron.d".into(),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: crate::Mode(0o755),
+            replace: Default::default(),
+        }));
+        assert_eq!(
+            message(vec![dir]),
+            "resource `directory:/srv/../etc/cron.d`: path \"/srv/../etc/cron.d\" must be \
+             absolute and normalized (no `..`, `.`, `//` or control characters)"
+        );
+        assert_eq!(
+            message(vec![
+                package("a").requiring(ResourceId::new("package", "zz"))
+            ]),
+            "resource `package:a`: requires `package:zz`, which is not in the catalog"
+        );
+        assert_eq!(
+            message(vec![package("a"), package("a")]),
+            "resource `package:a`: the id is used by another resource too"
+        );
+        let mut wrong = package("a");
+        wrong.id = ResourceId::new("package", "b");
+        assert_eq!(
+            message(vec![wrong]),
+            "resource `package:b`: the id does not match its spec (`package:a`)"
+        );
+        let a = package("a").requiring(ResourceId::new("package", "b"));
+        let b = package("b").requiring(ResourceId::new("package", "a"));
+        assert!(message(vec![a, b]).starts_with("resource `package:"));
+        assert_eq!(
+            message(vec![package("evil\nExecStart=/bin/sh")]),
+            "resource `package:evil\\nExecStart=/bin/sh`: name contains control characters"
+        );
     }
 
     #[test]
