@@ -197,15 +197,19 @@ pub fn run_once(
 
 type Fetched = anyhow::Result<(Vec<u8>, bool)>;
 
-/// A refusal with its cause: "catalog refused: catalog failed validation: resource `…`: …".
-fn refused(refusal: &Refusal) -> anyhow::Error {
-    let mut text = format!("catalog refused: {refusal}");
+/// A refusal with its causes: "catalog failed validation: resource `…`: path … must be …".
+pub fn refusal_text(refusal: &Refusal) -> String {
+    let mut text = refusal.to_string();
     let mut cause = std::error::Error::source(refusal);
     while let Some(error) = cause {
         text.push_str(&format!(": {error}"));
         cause = error.source();
     }
-    anyhow::anyhow!(text)
+    text
+}
+
+fn refused(refusal: &Refusal) -> anyhow::Error {
+    anyhow::anyhow!("catalog refused: {}", refusal_text(refusal))
 }
 
 /// The cached envelope (not fresh from the server).
