@@ -8,7 +8,8 @@
 //! - the server closes every swarm connection itself (each is read until EOF, in a bounded
 //!   poll): request line then a header now and then (header-read timeout), a partial request
 //!   line then nothing (header-read timeout), headers then a partial body then nothing (body
-//!   idle timeout);
+//!   idle timeout), connect and send nothing (header-read timeout; on the TLS listener, the
+//!   handshake timeout);
 //! - a connection over the per-address cap is closed at once, without an answer, while those
 //!   under it are served.
 //!
@@ -158,6 +159,8 @@ enum Slow {
     Partial,
     /// Complete headers announcing a body, part of it, then nothing.
     StalledBody,
+    /// Connects and sends nothing at all (on the TLS listener: a stalled handshake).
+    Silent,
 }
 
 /// How a swarm connection ended.
@@ -178,6 +181,7 @@ async fn play<I: AsyncRead + AsyncWrite + Unpin>(mut io: I, slow: Slow) -> Ended
     let opening: &[u8] = match slow {
         Slow::Dribble => b"POST /v1/enroll HTTP/1.1\r\nHost: steward\r\n",
         Slow::Partial => b"GET /heal",
+        Slow::Silent => b"",
         Slow::StalledBody => {
             b"POST /v1/enroll HTTP/1.1\r\nHost: steward\r\nContent-Type: application/json\r\n\
               Content-Length: 4000\r\n\r\n{\"hostname\":"
@@ -220,6 +224,7 @@ async fn one_slow_connection(
     };
     match tls {
         None => play(stream, slow).await,
+        Some(_) if matches!(slow, Slow::Silent) => play(stream, slow).await,
         Some(connector) => {
             let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
             match connector.connect(name, stream).await {
@@ -277,6 +282,7 @@ async fn slowloris_swarm_does_not_block_agents() {
              vault_data_file = {:?}\n[admin]\ntoken_sha256 = {:?}\n\
              [enroll]\nper_address_per_minute = 1000\n\
              [connections]\nheader_read_timeout = \"5s\"\nbody_idle_timeout = \"5s\"\n\
+             tls_handshake_timeout = \"5s\"\n\
              max_connections = 1000\nmax_connections_per_address = {PER_ADDRESS}\n",
             data_dir.display().to_string(),
             site.display().to_string(),
@@ -311,7 +317,12 @@ async fn slowloris_swarm_does_not_block_agents() {
         let tls = (a % 2 == 0).then(|| connector.clone());
         let port = if tls.is_some() { tls_port } else { plain_port };
         for i in 0..PER_ADDRESS {
-            let slow = [Slow::Dribble, Slow::Partial, Slow::StalledBody][i % 3];
+            let slow = [
+                Slow::Dribble,
+                Slow::Partial,
+                Slow::StalledBody,
+                Slow::Silent,
+            ][i % 4];
             let (stop, opened, tls) = (Arc::clone(&stop), Arc::clone(&opened), tls.clone());
             slots.spawn(async move {
                 // Connections held open and then closed by the server.
