@@ -1091,7 +1091,11 @@ async fn the_node_page_compares_two_serials_without_showing_secrets() {
 /// page and the node's health ignore them, and `/metrics` counts them apart.
 #[tokio::test]
 async fn kept_deferred_and_drift_are_notices_on_node_run_and_person_pages() {
-    let server = ui_server("").await;
+    // Forward auth for the person's own page, the local login for the admin pages.
+    let server = ui_server(
+        "trusted_proxies = [\"127.0.0.1/32\"]\nadmin_group = \"ops\"\nbreak_glass_local_login = true",
+    )
+    .await;
     let agent = Agent::new("devvm");
     server.enroll_approved(&agent).await;
     let mut emo_account = event(
@@ -1216,6 +1220,19 @@ async fn kept_deferred_and_drift_are_notices_on_node_run_and_person_pages() {
     let anca = browser.get("/ui/roster/ancamilea").await;
     assert!(unescape(&anca.body).contains("holds adm beyond tier dev"));
     assert!(!anca.body.contains("t3-serve@emo"));
+
+    // "Managed for me": emo signed in through SSO sees his own deferred and drift items.
+    let mut emo = Browser::new(&server);
+    emo.headers = vec![
+        ("X-authentik-username".into(), "emil.barzin".into()),
+        ("X-authentik-groups".into(), "staff".into()),
+    ];
+    let me = emo.get("/ui/me").await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.body);
+    let mine = unescape(section(&me.body, "id=\"person-notices\""));
+    assert!(mine.contains("1 session <tty1>") && mine.contains("holds <sudo> and docker"));
+    assert!(!mine.contains("holds adm"), "another person's drift");
+    assert!(!me.body.contains("/ui/runs/"), "no fleet links for users");
 
     let metrics = server.anonymous(Method::GET, "/metrics", None).await;
     let metrics = metrics.text().await.unwrap();
