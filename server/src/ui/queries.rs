@@ -499,20 +499,21 @@ pub struct Notice {
     pub drift: Option<String>,
 }
 
+/// `SELECT` of a run's notices (run id `?1`): its events by `UNIQUE (run_id, seq)`.
+pub(crate) const RUN_NOTICES_SQL: &str = "SELECT e.resource, e.status, e.message, e.drift \
+     FROM resource_events e \
+     WHERE e.run_id = (SELECT id FROM runs WHERE uuid = ?1) \
+       AND (e.status IN ('kept', 'deferred') OR e.drift IS NOT NULL) \
+     ORDER BY e.seq";
+
 /// The notices of one run, in apply order. The run's events are read through
 /// `UNIQUE (run_id, seq)`; callers skip the query when the run's totals count no notice.
 pub async fn run_notices(db: &Db, run_id: &RunId) -> Result<Vec<Notice>, DbError> {
-    let rows = sqlx::query(
-        "SELECT e.resource, e.status, e.message, e.drift \
-         FROM resource_events e \
-         WHERE e.run_id = (SELECT id FROM runs WHERE uuid = ?1) \
-           AND (e.status IN ('kept', 'deferred') OR e.drift IS NOT NULL) \
-         ORDER BY e.seq",
-    )
-    .bind(run_id.0.as_str())
-    .fetch_all(db.pool())
-    .await
-    .context("reading a run's notices")?;
+    let rows = sqlx::query(RUN_NOTICES_SQL)
+        .bind(run_id.0.as_str())
+        .fetch_all(db.pool())
+        .await
+        .context("reading a run's notices")?;
     Ok(rows
         .into_iter()
         .map(|row| Notice {
