@@ -5,7 +5,7 @@
 //! | `keys/signing.key` | ed25519 seed for request signing (created on first start) |
 //! | `keys/encryption.key` | X25519 secret for sealed values (created on first start) |
 //! | `identity.json` | node name, server URL and pinned root fingerprint after enrollment |
-//! | `accepted.json` | serial and digest of the last accepted catalog (written durably *before* applying) |
+//! | `accepted.json` | serial, digest and catalog key generation of the last accepted catalog (written durably *before* applying; the generation retires rotated-away catalog keys, THREATS C7) |
 //! | `catalog.envelope` | the last verified envelope, secrets still sealed |
 //! | `last_run_summary.json` | what `status` prints |
 //! | `spool/` | reports not yet acknowledged by the server |
@@ -352,6 +352,7 @@ mod tests {
         let a = Accepted {
             serial: Serial(7),
             digest: "sha256:ab".into(),
+            key_generation: 3,
         };
         state.set_accepted(&a).unwrap();
         assert_eq!(state.accepted().unwrap(), Some(a));
