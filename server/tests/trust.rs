@@ -118,6 +118,11 @@ async fn the_fleet_recovers_from_a_server_clock_that_ran_ahead() {
     let applied = verify_catalog(&first, &root, &node, None, now())
         .unwrap()
         .accepted();
+    // Another host whose own clock ran ahead with the server's, and applied a serial then.
+    let fast = Agent::new("ws-01");
+    server.enroll_approved(&fast).await;
+    let fast_node = NodeId("ws-01".into());
+    assert_eq!(fast.catalog(&server).await.status(), StatusCode::OK);
 
     // What the server recorded while its clock ran 30 days ahead.
     let ahead = Serial(applied.serial.0 + 30 * 86_400_000);
@@ -134,6 +139,24 @@ async fn the_fleet_recovers_from_a_server_clock_that_ran_ahead() {
     )
     .await
     .unwrap();
+    let fast_latest = db::catalogs::latest(&server.state.db, &fast_node)
+        .await
+        .unwrap()
+        .unwrap();
+    let fast_ahead = Serial(fast_latest.serial.0 + 30 * 86_400_000);
+    db::catalogs::insert(
+        &server.state.db,
+        &db::catalogs::CatalogRecord {
+            serial: fast_ahead,
+            ..fast_latest
+        },
+    )
+    .await
+    .unwrap();
+    let reported = fast
+        .send_report(&server, &fast.report(Some(fast_ahead)))
+        .await;
+    assert!(reported.status().is_success(), "{}", reported.status());
 
     // New content (a rotated secret): the server refuses to issue a serial above the floor,
     // records why, and keeps serving the last good catalog.
@@ -182,6 +205,11 @@ async fn the_fleet_recovers_from_a_server_clock_that_ran_ahead() {
         done.contains(&format!("devvm: serial {ahead} -> {}", applied.serial)),
         "{done}"
     );
+    assert!(
+        done.contains(&format!("ws-01: reported applying serial {fast_ahead}")),
+        "{done}"
+    );
+    assert!(!done.contains("devvm: reported"), "{done}");
     let again = ok(&cli(&["serials", "rebase", "--data-dir", &data]));
     assert!(again.contains("nothing to do"), "{again}");
 

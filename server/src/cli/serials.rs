@@ -9,8 +9,10 @@
 //! the (corrected) clock and lowers each node's floor to its newest remaining record; the next
 //! serial is then the clock again. It is safe for the hosts: no host with a right clock can
 //! have applied a dropped serial, and every agent still refuses a serial below the one it
-//! applied, so no old catalog becomes acceptable again. Run it with the server stopped (a
-//! running server keeps the serials it issued in memory); it is audited.
+//! applied, so no old catalog becomes acceptable again. A node that reported applying a dropped
+//! serial (its own clock ran ahead too) is named: it needs its clock fixed and its accepted
+//! serial reset on the host. Run it with the server stopped (a running server keeps the
+//! serials it issued in memory); it is audited.
 
 use std::process::ExitCode;
 
@@ -90,6 +92,14 @@ pub fn run(args: SerialsArgs) -> anyhow::Result<ExitCode> {
             node.dropped,
             ceiling
         );
+        if let Some(applied) = node.applied_above {
+            println!(
+                "{}: reported applying serial {applied}: its own clock ran ahead too, and it \
+                 refuses lower serials; fix its clock and reset it (deploy/README.md, clock \
+                 recovery)",
+                node.node
+            );
+        }
     }
     if dry_run {
         println!("dry run: nothing changed");

@@ -171,6 +171,9 @@ pub struct Rebased {
     pub to: Option<Serial>,
     /// How many catalog records above the ceiling were dropped.
     pub dropped: u64,
+    /// The highest serial above the ceiling the node reported applying, if any: its own
+    /// clock ran ahead too, and it refuses the lower serials until it is reset.
+    pub applied_above: Option<Serial>,
 }
 
 /// Drops every catalog record with a serial above `ceiling` and sets each affected node's
@@ -187,15 +190,23 @@ pub async fn rebase(
     let ceiling = serial_to_i64(ceiling)?;
     let mut connection = db.into().connection().await?;
     let mut tx = begin_immediate(&mut connection).await?;
-    let ahead: Vec<(i64, String, i64, i64)> = sqlx::query_as(
-        "SELECT n.id, n.name,          max(coalesce(n.catalog_serial, 0), coalesce((SELECT max(serial) FROM catalogs c            WHERE c.node_id = n.id), 0)),          (SELECT count(*) FROM catalogs c WHERE c.node_id = n.id AND c.serial > ?1)          FROM nodes n WHERE n.catalog_serial > ?1          OR EXISTS (SELECT 1 FROM catalogs c WHERE c.node_id = n.id AND c.serial > ?1)          ORDER BY n.name",
+    let ahead: Vec<(i64, String, i64, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT n.id, n.name, \
+         max(coalesce(n.catalog_serial, 0), \
+             coalesce((SELECT max(serial) FROM catalogs c WHERE c.node_id = n.id), 0)), \
+         (SELECT count(*) FROM catalogs c WHERE c.node_id = n.id AND c.serial > ?1), \
+         (SELECT max(r.catalog_serial) FROM runs r \
+          WHERE r.node_id = n.id AND r.catalog_serial > ?1) \
+         FROM nodes n WHERE n.catalog_serial > ?1 \
+         OR EXISTS (SELECT 1 FROM catalogs c WHERE c.node_id = n.id AND c.serial > ?1) \
+         ORDER BY n.name",
     )
     .bind(ceiling)
     .fetch_all(&mut *tx)
     .await
     .context("reading serials above the ceiling")?;
     let mut rebased = Vec::with_capacity(ahead.len());
-    for (node_id, name, from, dropped) in ahead {
+    for (node_id, name, from, dropped, applied_above) in ahead {
         sqlx::query("DELETE FROM catalogs WHERE node_id = ?1 AND serial > ?2")
             .bind(node_id)
             .bind(ceiling)
@@ -223,6 +234,9 @@ pub async fn rebase(
                 .map(|(serial, _)| serial_from_i64(serial, "catalogs.serial"))
                 .transpose()?,
             dropped: u64::try_from(dropped).unwrap_or(0),
+            applied_above: applied_above
+                .map(|serial| serial_from_i64(serial, "runs.catalog_serial"))
+                .transpose()?,
         });
     }
     if apply {
