@@ -15,6 +15,11 @@
 //!   same digest that identifies the catalog) instead of twice (ed25519's internal SHA-512 over
 //!   the whole payload); it relies on SHA-256's collision resistance, as the digest already does.
 //! - Verification is `verify_strict` (no malleable or small-order signatures or keys).
+//! - Time and key bounds come from what the agent accepted and its clock: serials only go up
+//!   and at most [`MAX_SERIAL_LEAD_MS`] ahead (THREATS C3, C6), `compiled_at` at most
+//!   [`MAX_COMPILED_AT_LEAD_SECS`] ahead, and the catalog key's root-signed generation never
+//!   below the one accepted, so a rotated-away key is refused from the first new-key catalog on
+//!   (THREATS C7).
 //!
 //! It must not do I/O, read the clock or draw randomness: keys come from caller-supplied seed
 //! bytes, "now" and the last accepted serial are arguments, and persisting the new serial is the
