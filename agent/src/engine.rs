@@ -12,6 +12,8 @@
 //!   restarted.
 //! - **Noop**: providers see [`Context::noop`] and write nothing; a change they would make is
 //!   reported `would_change`.
+//! - **Adoption**: a `git_clone` reported `kept` (its path is someone's own tree) also keeps
+//!   every resource beneath its path: nothing is written into a tree Steward did not make.
 //! - **Stop**: between resources the engine checks the stop flag (SIGTERM) and the whole-run
 //!   deadline; what is left is reported `skipped`. The resource in progress always finishes.
 
@@ -242,6 +244,9 @@ pub fn apply(
     // need (an account, a directory, a unit file) may not exist yet, so a failure to check
     // them is not a failure of the real run.
     let mut after_would_change: HashMap<usize, &ResourceId> = HashMap::new();
+    // Clones left as found (someone's own `~/code`, a symlink into another tree): nothing is
+    // written beneath them either.
+    let mut kept_clones: Vec<(&str, &ResourceId)> = Vec::new();
     for &i in &order.sequence {
         let resource = &catalog.resources[i];
         let started = Instant::now();
@@ -252,9 +257,20 @@ pub fn apply(
         } else {
             None
         };
+        let inside_kept = resource.spec.paths().find_map(|path| {
+            kept_clones
+                .iter()
+                .find(|(clone, _)| is_under(path, clone))
+                .map(|(clone, id)| (path, *clone, *id))
+        });
         let (status, message, diff, corrective) =
             if let Some(reason) = halt.or_else(|| blocked.get(&i).cloned()) {
                 (ResourceStatus::Skipped, Some(reason), None, false)
+            } else if let Some((path, clone, id)) = inside_kept {
+                let message = format!(
+                "{path} lies inside {clone}, which {id} left as found; nothing is written into it"
+            );
+                (ResourceStatus::Kept, Some(message), None, false)
             } else {
                 let refresh = subscribes(&resource.spec)
                     .iter()
@@ -300,6 +316,11 @@ pub fn apply(
                     },
                 }
             };
+        if status == ResourceStatus::Kept {
+            if let ResourceSpec::GitClone(clone) = &resource.spec {
+                kept_clones.push((&clone.path, &resource.id));
+            }
+        }
         if status == ResourceStatus::WouldChange {
             let first = after_would_change.get(&i).copied().unwrap_or(&resource.id);
             for &d in &order.dependents[i] {

@@ -182,12 +182,27 @@ pub fn run_once(
         totals,
     };
     let spool = Spool::new(state.spool_dir(), options.spool);
-    spool.add(&report)?;
-    let delivered = match source {
-        Source::Server { client, .. } => flush_spool(&spool, client, &signing).is_ok(),
-        Source::File { .. } => false,
+    let delivered = match spool.add(&report) {
+        Ok(_) => match source {
+            Source::Server { client, .. } => flush_spool(&spool, client, &signing).is_ok(),
+            Source::File { .. } => false,
+        },
+        // A full or broken state directory must not hide the run's own outcome (often the
+        // same cause: the accepted serial could not be saved): the report is still sent from
+        // memory and printed, only not kept for a retry.
+        Err(error) => {
+            eprintln!("warning: the run's report could not be spooled: {error:#}");
+            match source {
+                Source::Server { client, .. } => serde_json::to_vec(&report)
+                    .ok()
+                    .is_some_and(|bytes| client.report(&signing, bytes).is_ok()),
+                Source::File { .. } => false,
+            }
+        }
     };
-    state.set_summary(&summary(&report, delivered))?;
+    if let Err(error) = state.set_summary(&summary(&report, delivered)) {
+        eprintln!("warning: the run summary could not be saved: {error:#}");
+    }
     Ok(RunOutcome {
         report,
         delivered,
@@ -304,6 +319,11 @@ fn apply(
     let limits = RunLimits {
         deadline: Some(Instant::now() + options.run_timeout),
     };
+    if !options.noop {
+        // Temp files a killed run left beside managed files, even those already converged
+        // (which are never rewritten, so no write would sweep them).
+        remove_stale_temps(&host, &verified.catalog);
+    }
     let events = engine::apply(&verified.catalog, &cx, limits, stop);
     if !options.noop {
         // A deferred restart of a unit that is no longer `when_idle` must not linger.
@@ -312,6 +332,20 @@ fn apply(
         }
     }
     Ok(events)
+}
+
+/// Sweeps the directories of the catalog's files and links for Steward's own temp files left
+/// by a killed writer ([`Host::remove_stale_temps`]).
+fn remove_stale_temps(host: &Host, catalog: &steward_protocol::Catalog) {
+    for resource in &catalog.resources {
+        if let steward_protocol::ResourceSpec::File(steward_protocol::FileSpec { path, .. })
+        | steward_protocol::ResourceSpec::Symlink(steward_protocol::SymlinkSpec {
+            path, ..
+        }) = &resource.spec
+        {
+            host.remove_stale_temps(path);
+        }
+    }
 }
 
 /// Sends spooled reports oldest first; stops at the first one the server cannot take now.

@@ -10,8 +10,8 @@
 //!
 //! And a git server that stalls mid-pack (a loopback HTTPS dumb-protocol server that sends
 //! half a pack, then nothing), cloned from in a disposable Debian root: the command timeout
-//! kills git's process group (THREATS R12). What the killed clone leaves behind is not yet
-//! recovered by the next run (the ignored test says what to fix).
+//! kills git's process group (THREATS R12), and the next run clones again over what the
+//! killed clone left (a `.git` with no commit, recognised as an unfinished clone of ours).
 
 mod support;
 
@@ -366,17 +366,33 @@ fn r8_a_full_state_directory_applies_nothing_and_leaves_nothing_half_spooled() {
 /// report and (from a server) sends none. The fix belongs in `run.rs`: when `spool.add`
 /// fails, warn, still send the in-memory report (server source) and return it.
 #[test]
-#[ignore = "run.rs drops the report when the spool cannot be written (fix in run.rs)"]
+
 fn r13_a_report_that_cannot_be_spooled_is_still_printed() {
     let sb = Sandbox::new();
     let (_mounted, _filler, _) = full_state_directory(&sb);
 
     let (out, stdout, stderr) = run_raw(&sb, vec![file("/srv/a", b"two\n")]);
+    // The run could not start (the accepted serial cannot be saved first), and its report,
+    // which cannot be spooled either, still says why instead of a bare spool error.
     let report: RunReport =
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
-    assert_eq!(event(&report, "file:/srv/a").0, ResourceStatus::Changed);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert_eq!(
+        report.status,
+        steward_protocol::RunStatus::Error,
+        "{report:?}"
+    );
+    let message = report.message.as_deref().unwrap_or_default();
+    assert!(message.contains("No space left on device"), "{message}");
+    assert!(
+        stderr.contains("the run's report could not be spooled"),
+        "{stderr}"
+    );
+    assert_ne!(
+        std::fs::read(sb.at("/srv/a")).ok().as_deref(),
+        Some(&b"two\n"[..]),
+        "nothing applied"
+    );
+    assert_eq!(out.status.code(), Some(1), "could not run: {stderr}");
 }
 
 /// Leaves `.<name>.steward-tmp.<pid>.0.1a` in `dir` the way a writer killed mid-write does:
@@ -422,7 +438,7 @@ fn r5_a_run_that_writes_removes_the_temp_a_killed_writer_left() {
 /// A converged file is never written again, so only a sweep the run makes for every file it
 /// manages removes the temp beside it (`Host::remove_stale_temps`, THREATS R5).
 #[test]
-#[ignore = "needs run.rs to call Host::remove_stale_temps for every managed file (not under noop)"]
+
 fn r5_a_run_removes_the_temp_a_killed_writer_left_beside_a_converged_file() {
     let sb = Sandbox::new();
     let srv = sb.at("/srv");
@@ -632,7 +648,7 @@ fn r12_a_git_server_that_stalls_mid_pack_is_killed_at_the_command_timeout() {
 /// The fix belongs in `providers/git_clone.rs` (clone into a temp sibling and rename it into
 /// place, or treat a repository without a commit as an unfinished clone of ours).
 #[test]
-#[ignore = "git_clone leaves a half clone that later runs report unchanged (fix in git_clone.rs)"]
+
 fn r12_after_a_clone_killed_mid_pack_the_next_run_clones() {
     let (root, server, spec) = stalled_clone_setup();
     apply_with_timeout(&root, &spec).unwrap_err();

@@ -16,8 +16,8 @@ use steward_agent::engine::{Context, Outcome};
 use steward_agent::host::Host;
 use steward_agent::providers;
 use steward_protocol::{
-    Catalog, FileContent, FileSpec, GitCloneSpec, Mode, Replace, Resource, ResourceId,
-    ResourceSpec, ServiceSpec, ServiceState,
+    Catalog, DirectorySpec, FileContent, FileSpec, GitCloneSpec, Mode, Replace, Resource,
+    ResourceId, ResourceSpec, ServiceSpec, ServiceState,
 };
 use support::Root;
 
@@ -1277,41 +1277,47 @@ fn chrooted_agent_reports_a_symlinked_code_dir_as_kept_and_exits_clean() {
     let mut infra = clone_spec(false);
     infra.path = "/home/alice/code/infra".into();
     infra.migrate_from = Some("/home/alice/code".into());
+    // What the site puts into the clone (the beads credential): never into a kept tree.
+    let beads = ResourceSpec::Directory(DirectorySpec {
+        path: "/home/alice/code/.beads".into(),
+        owner: "alice".into(),
+        group: "alice".into(),
+        mode: Mode(0o755),
+        replace: Default::default(),
+    });
     let catalog = support::catalog(
         NODE,
         1,
-        vec![Resource::new(git(&single)), Resource::new(git(&infra))],
+        vec![
+            Resource::new(git(&single)),
+            Resource::new(beads).requiring(ResourceId::new("git_clone", "/home/alice/code")),
+            Resource::new(git(&infra)),
+        ],
     );
-    root.write("/root/catalog.signed", &support::sign(&catalog));
-    let trust = support::trust();
-    let out = root.run(&[
-        "/usr/local/bin/steward-agent",
-        "run",
-        "--catalog",
-        "/root/catalog.signed",
-        "--trust",
-        &trust,
-        "--node",
-        NODE,
-        "--json",
-    ]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    let report = root.run_catalog(&catalog, NODE, &[]);
+    assert_eq!(report["totals"]["failed"], 0, "{report:#}");
     let (status, message) = event(&report, "git_clone:/home/alice/code");
     assert_eq!(status, "kept", "{report:#}");
     assert!(
         message.contains("(it is a symlink); left as found"),
         "{message}"
     );
-    let (status, message) = event(&report, "git_clone:/home/alice/code/infra");
-    assert_eq!(status, "kept", "{report:#}");
-    assert_eq!(
-        message,
-        "not cloned: the parent /home/alice/code is a symlink; left as found"
-    );
-    assert_eq!(report["totals"]["kept"], 2, "{report:#}");
-    assert_eq!(report["totals"]["failed"], 0, "{report:#}");
+    for inside in [
+        "directory:/home/alice/code/.beads",
+        "git_clone:/home/alice/code/infra",
+    ] {
+        let (status, message) = event(&report, inside);
+        assert_eq!(status, "kept", "{inside}: {report:#}");
+        assert!(
+            message.contains(
+                "lies inside /home/alice/code, which git_clone:/home/alice/code left as found"
+            ),
+            "{message}"
+        );
+    }
+    assert_eq!(report["totals"]["kept"], 3, "{report:#}");
     assert!(!root.path("/srv/seed/infra").exists());
+    assert!(!root.path("/srv/seed/.beads").exists());
     assert_eq!(
         std::fs::read_link(root.path("/home/alice/code")).unwrap(),
         Path::new("/srv/seed")

@@ -976,33 +976,24 @@ fn lookup(
 fn secret(state: &State<'_, '_>, path: &str, key: &str) -> Result<Value, Error> {
     let (tracker, value) = lookup(state, "secret", path, key)?;
     tracker.secret_used.store(true, Ordering::Relaxed);
-    if value.as_str().is_some_and(str::is_empty) {
+    // A secret is text: a number, list or map would be rendered as its template form (a
+    // stray `{...}` in a token file), so it is refused, without quoting it.
+    let Some(text) = value.as_str() else {
+        return Err(lookup_error(format!(
+            "vault key `{key}` at `{path}` is not a string (read with secret(), which takes text)"
+        )));
+    };
+    if text.is_empty() {
         return Err(lookup_error(format!(
             "vault key `{key}` at `{path}` is empty (read with secret())"
         )));
     }
-    let mut secrets = tracker
+    tracker
         .secrets
         .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    match value.as_str() {
-        Some(text) => secrets.push(Secret::new(text.to_string())),
-        None => {
-            if let Ok(json) = serde_json::to_value(&value) {
-                collect_strings(&json, &mut secrets);
-            }
-        }
-    }
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(Secret::new(text.to_string()));
     Ok(value)
-}
-
-fn collect_strings(value: &serde_json::Value, out: &mut Vec<Secret>) {
-    match value {
-        serde_json::Value::String(text) => out.push(Secret::new(text.clone())),
-        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_strings(v, out)),
-        serde_json::Value::Object(map) => map.values().for_each(|v| collect_strings(v, out)),
-        other => out.push(Secret::new(other.to_string())),
-    }
 }
 
 /// `vault(path, key)`: non-secret Vault data.

@@ -317,7 +317,7 @@ async fn r3_k1_a_kv_value_that_is_not_utf8_fails_the_compile_without_quoting_it(
 /// Today the compiler renders a number as its digits and a map or list as its template form
 /// (`catalogs/src/template.rs`, `secret()`), and the host gets that catalog.
 #[tokio::test]
-#[ignore = "needs the compiler to refuse a secret() value that is not a string (catalogs)"]
+
 async fn r3_k1_a_kv_value_that_is_not_a_string_fails_the_compile_without_quoting_it() {
     let bao = openbao().await;
     let server = server_on(bao.addr(), bao.root_token()).await;

@@ -146,6 +146,32 @@ pub fn apply(spec: &GitCloneSpec, cx: &Context<'_>) -> anyhow::Result<Outcome> {
             spec.url
         ))),
         PathState::Clone => match get_config(&git, path, "remote.origin.url")? {
+            Some(origin) if same_remote(&origin, &spec.url) && unfinished(&git, path)? => {
+                // A clone killed mid-pack (a stalled server, a timeout, SIGKILL): ours, with
+                // no commit and no file, so starting again loses nothing.
+                if !cx.noop {
+                    let dot_git = cx
+                        .host
+                        .root()
+                        .join(path.trim_start_matches('/'))
+                        .join(".git");
+                    std::fs::remove_dir_all(&dot_git).with_context(|| {
+                        format!("removing the unfinished clone's {}", dot_git.display())
+                    })?;
+                }
+                match clone(spec, cx, &git, &source, false)? {
+                    Outcome::Changed {
+                        message,
+                        diff,
+                        corrective: _,
+                    } => Ok(Outcome::Changed {
+                        message: format!("{message} (an earlier clone had not finished)"),
+                        diff,
+                        corrective: true,
+                    }),
+                    other => Ok(other),
+                }
+            }
             Some(origin) if same_remote(&origin, &spec.url) => converge(spec, cx, &git, &source),
             origin => Ok(Outcome::Kept(format!(
                 "{path} {}; left as found",
@@ -153,6 +179,31 @@ pub fn apply(spec: &GitCloneSpec, cx: &Context<'_>) -> anyhow::Result<Outcome> {
             ))),
         },
     }
+}
+
+/// Whether the clone at `path` never finished: `HEAD` names no commit and the work tree holds
+/// nothing but `.git`. (A repository someone made on purpose has a commit or a file.)
+fn unfinished(git: &Git<'_>, path: &str) -> anyhow::Result<bool> {
+    let mut head = git.git(
+        Some(path),
+        &["rev-parse", "--verify", "-q", "HEAD^{commit}"],
+    );
+    if git.run(&mut head)?.success() {
+        return Ok(false);
+    }
+    let mut find = git.command("find");
+    find.args([
+        path,
+        "-mindepth",
+        "1",
+        "-maxdepth",
+        "1",
+        "!",
+        "-name",
+        ".git",
+    ]);
+    let other = git.run(&mut find)?;
+    Ok(other.success() && other.stdout.trim().is_empty())
 }
 
 fn inside_work_tree(path: &str, tree: &str) -> String {
