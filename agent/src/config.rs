@@ -7,6 +7,7 @@
 //! # ca_file = "/etc/steward/server-ca.pem"         # extra CA for the server's TLS certificate
 //! interval_secs = 1800
 //! splay_limit_secs = 600
+//! # idle_check_secs = 60   # while a restart waits for its user to go idle, check this often
 //! state_dir = "/var/lib/steward"
 //! ```
 
@@ -50,6 +51,9 @@ pub struct AgentConfig {
     pub spool_max_reports: usize,
     /// Most bytes kept in the spool.
     pub spool_max_bytes: u64,
+    /// While a restart is deferred until its user is idle, the daemon checks this often
+    /// (without a run) whether it can happen now.
+    pub idle_check_secs: u64,
 }
 
 impl Default for AgentConfig {
@@ -68,6 +72,7 @@ impl Default for AgentConfig {
             wait_secs: 300,
             spool_max_reports: 1000,
             spool_max_bytes: 64 * 1024 * 1024,
+            idle_check_secs: 60,
         }
     }
 }

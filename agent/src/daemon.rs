@@ -8,6 +8,11 @@
 //! Daemon: a run at start, then every interval plus this node's splay, and at once when the
 //! long-poll reports a new serial, a site change or an admin's run-now. SIGTERM lets the
 //! current resource finish, then the run stops and the daemon exits.
+//!
+//! Deferred restarts ([`crate::pending`]): while any is recorded, the daemon checks every
+//! `idle_check_secs` (default 60), without a run, whether a recorded user is idle now (or has no account), or
+//! a record's `max_defer` has passed; if so it starts a run at once, so an idle-gated restart
+//! happens within about a minute of its user going idle instead of at the next interval.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -24,6 +29,28 @@ use crate::config::AgentConfig;
 use crate::facts;
 use crate::run::{self, RunOptions, Source};
 use crate::state::{Identity, StateDir};
+
+/// The deferred restarts of `root` that can happen now (see [`crate::pending::due`]), as
+/// `unit (user, deferred since T)` words for the log; empty when there are none or they cannot be read (the
+/// next run reports that).
+pub fn idle_restarts_due(root: &std::path::Path) -> Vec<String> {
+    let due = crate::host::Host::new(root)
+        .map_err(anyhow::Error::from)
+        .and_then(|host| crate::pending::due(&host, crate::state::now()));
+    match due {
+        Ok(records) => records
+            .iter()
+            .map(|r| {
+                let since = crate::pending::rfc3339(r.since);
+                format!("{} ({}, deferred since {since})", r.unit, r.user)
+            })
+            .collect(),
+        Err(e) => {
+            eprintln!("steward-agent: checking deferred restarts: {e:#}");
+            Vec::new()
+        }
+    }
+}
 
 /// The result of one enrollment request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +212,10 @@ pub fn daemon(
     // One long-poll at a time runs in the background; its answers arrive on this channel.
     let (wake_tx, wake_rx) = mpsc::channel::<String>();
     let mut poll_running = Arc::new(AtomicBool::new(false));
+    // The deferred restarts that started the last early run: if the same ones are still due
+    // after it (their restart failed), they wait for the interval instead of a run a minute.
+    let mut last_early: Vec<String> = Vec::new();
+    let idle_every = Duration::from_secs(config.idle_check_secs.max(1));
     loop {
         match run::run_once(state, &source, options, stop) {
             Ok(outcome) => eprint!("{}", run::human(&outcome)),
@@ -194,7 +225,9 @@ pub fn daemon(
             return Ok(());
         }
         let next = Instant::now() + interval;
-        // Wait for the interval, a wake-up from the long-poll, or SIGTERM.
+        let mut idle_check = Instant::now() + idle_every;
+        // Wait for the interval, a wake-up from the long-poll, a deferred restart that can
+        // happen now, or SIGTERM.
         loop {
             if stop.load(Ordering::Relaxed) {
                 return Ok(());
@@ -202,6 +235,20 @@ pub fn daemon(
             let now = Instant::now();
             if now >= next {
                 break;
+            }
+            if now >= idle_check {
+                idle_check = now + idle_every;
+                let due = idle_restarts_due(&options.root);
+                if due.is_empty() || due == last_early {
+                    last_early = due;
+                } else {
+                    eprintln!(
+                        "steward-agent: deferred restart can happen now: {}; running now",
+                        due.join(", ")
+                    );
+                    last_early = due;
+                    break;
+                }
             }
             if !poll_running.load(Ordering::Relaxed) {
                 poll_running = Arc::new(AtomicBool::new(true));

@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod engine;
 pub mod facts;
 pub mod host;
+pub mod pending;
 pub mod providers;
 pub mod run;
 pub mod sessions;
@@ -80,11 +81,15 @@ pub enum Command {
         #[arg(long)]
         noop: bool,
     },
-    /// Print the last run's summary (time, serial, counts, failures).
+    /// Print the last run's summary (time, serial, counts, failures) and the restarts
+    /// deferred until their user is idle.
     Status {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// The system whose deferred restarts are listed (as given to `run --root`).
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
     },
     /// Prepare this machine to be captured as a VM template: remove the agent's keys,
     /// identity, cached catalog, spool and `/etc/machine-id`, so every clone enrolls as itself.
@@ -204,11 +209,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             daemon::daemon(&config, &options, &state, &stop)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { json } => {
+        Command::Status { json, root } => {
             let state = state::StateDir::open(&state_dir)?;
+            let pending = host::Host::new(&root)
+                .map_err(anyhow::Error::from)
+                .and_then(|host| pending::load(&host));
             match state.summary()? {
                 None => {
                     println!("no run yet");
+                    if !json {
+                        print!("{}", pending_text(&pending));
+                    }
                     Ok(ExitCode::FAILURE)
                 }
                 Some(s) if json => {
@@ -217,6 +228,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Some(s) => {
                     print!("{}", status_text(&s, state.identity()?.as_ref()));
+                    print!("{}", pending_text(&pending));
                     Ok(ExitCode::SUCCESS)
                 }
             }
@@ -322,8 +334,17 @@ fn status_text(s: &state::RunSummary, identity: Option<&state::Identity>) -> Str
     ));
     let t = &s.totals;
     out.push_str(&format!(
-        "counts:   {} resources, {} changed, {} would change, {} failed, {} skipped\n",
-        t.resources, t.changed, t.would_change, t.failed, t.skipped
+        "counts:   {} resources, {} changed, {} would change, {} failed, {} skipped{}\n",
+        t.resources,
+        t.changed,
+        t.would_change,
+        t.failed,
+        t.skipped,
+        if t.deferred > 0 {
+            format!(", {} deferred", t.deferred)
+        } else {
+            String::new()
+        }
     ));
     out.push_str(&format!(
         "reported: {}\n",
@@ -336,6 +357,27 @@ fn status_text(s: &state::RunSummary, identity: Option<&state::Identity>) -> Str
         out.push_str(&format!("failed:   {f}\n"));
     }
     out
+}
+
+/// One line per restart deferred until its user is idle.
+fn pending_text(pending: &anyhow::Result<Vec<pending::Record>>) -> String {
+    match pending {
+        Ok(records) => records
+            .iter()
+            .map(|r| {
+                format!(
+                    "deferred: {} (restart waits for {} to be idle, since {}{})\n",
+                    r.unit,
+                    r.user,
+                    pending::rfc3339(r.since),
+                    r.max_defer_secs
+                        .map(|m| format!(", max_defer {}", pending::duration(m)))
+                        .unwrap_or_default()
+                )
+            })
+            .collect(),
+        Err(e) => format!("deferred: cannot read {}: {e:#}\n", pending::PATH),
+    }
 }
 
 fn verify(path: &std::path::Path, trust: &str, node: &str) -> anyhow::Result<ExitCode> {

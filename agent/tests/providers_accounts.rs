@@ -12,12 +12,17 @@ mod support;
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use steward_agent::engine::{Context, Outcome};
+use steward_agent::engine::{self, Context, Outcome, RunLimits};
 use steward_agent::host::Host;
-use steward_agent::providers;
+use steward_agent::{providers, sessions};
 use steward_protocol::{
-    ExecSpec, GroupSpec, Mode, PackageSpec, Resource, ResourceSpec, SwapSpec, UserEnsure, UserSpec,
+    ExecSpec, GroupSpec, Mode, PackageSpec, Resource, ResourceEvent, ResourceSpec, ResourceStatus,
+    SwapSpec, UserAttribute, UserEnsure, UserSpec,
 };
 use support::Root;
 
@@ -227,17 +232,33 @@ fn a_present_user_is_created_from_the_roots_skel_locked_then_left_alone() {
 }
 
 #[test]
-fn an_existing_account_keeps_groups_lock_state_and_home_while_shell_and_comment_are_corrected() {
+fn an_existing_accounts_shell_and_comment_are_kept_unless_enforced_and_nothing_is_taken_away() {
     let root = Root::fresh();
     root.run_ok(&["groupadd", "--gid", "2345", "devs"]);
     root.run_ok(&["groupadd", "extra"]);
     root.run_ok(&[
-        "useradd", "-m", "-u", "1500", "-s", "/bin/sh", "-c", "Old Name", "-G", "extra", "emo",
+        "useradd",
+        "-m",
+        "-u",
+        "1500",
+        "-s",
+        "/bin/bash",
+        "-c",
+        "Old Name",
+        "-G",
+        "extra",
+        "emo",
     ]);
     // Unlocked by an admin since, and the home opened up.
     root.run_ok(&["usermod", "-p", "not-a-real-hash", "emo"]);
     root.run_ok(&["chmod", "0755", "/home/emo"]);
-    let spec = ResourceSpec::User(emo(UserEnsure::Present));
+    let zsh = UserSpec {
+        shell: "/bin/zsh".into(),
+        ..emo(UserEnsure::Present)
+    };
+    let spec = ResourceSpec::User(zsh.clone());
+    let kept = "shell /bin/bash kept (catalog: /bin/zsh; not enforced); comment \"Old Name\" \
+                kept (catalog: \"Emo Person\"; not enforced)";
 
     let before = account_files(&root);
     let noop = apply(&root, true, &spec).unwrap();
@@ -245,23 +266,18 @@ fn an_existing_account_keeps_groups_lock_state_and_home_while_shell_and_comment_
 
     let outcome = apply(&root, false, &spec).unwrap();
     assert_eq!(outcome, noop, "noop reports exactly what a run does");
-    let Outcome::Changed {
-        message,
-        diff,
-        corrective,
-    } = &outcome
-    else {
-        panic!("{outcome:?}")
-    };
-    assert_eq!(message, "updated user emo: shell, comment, groups +devs");
-    assert!(corrective);
     assert_eq!(
-        diff.as_deref(),
-        Some("shell: /bin/sh -> /bin/bash\ncomment: \"Old Name\" -> \"Emo Person\"\ngroups: +devs")
+        outcome,
+        Outcome::Changed {
+            message: format!("updated user emo: groups +devs; {kept}"),
+            diff: Some("groups: +devs".into()),
+            corrective: false,
+        }
     );
     assert_eq!(
         line_of(&root, "/etc/passwd", "emo").unwrap(),
-        "emo:x:1500:1500:Emo Person:/home/emo:/bin/bash"
+        "emo:x:1500:1500:Old Name:/home/emo:/bin/bash",
+        "a creation-only attribute was changed"
     );
     assert!(
         line_of(&root, "/etc/group", "extra")
@@ -281,8 +297,44 @@ fn an_existing_account_keeps_groups_lock_state_and_home_while_shell_and_comment_
         "home re-moded"
     );
 
+    // Nothing left to do but what is kept: reported, not written.
     let before = account_files(&root);
-    assert_eq!(apply(&root, false, &spec).unwrap(), Outcome::Unchanged);
+    assert_eq!(
+        apply(&root, false, &spec).unwrap(),
+        Outcome::Kept(kept.into())
+    );
+    assert_eq!(account_files(&root), before);
+
+    // The site enforces the shell: corrected (drift repair), the comment still kept.
+    let enforced = ResourceSpec::User(UserSpec {
+        enforce: vec![UserAttribute::Shell],
+        ..zsh.clone()
+    });
+    assert_eq!(
+        apply(&root, false, &enforced).unwrap(),
+        Outcome::Changed {
+            message: "updated user emo: shell; comment \"Old Name\" kept (catalog: \"Emo \
+                      Person\"; not enforced)"
+                .into(),
+            diff: Some("shell: /bin/bash -> /bin/zsh".into()),
+            corrective: true,
+        }
+    );
+    let both = ResourceSpec::User(UserSpec {
+        enforce: vec![UserAttribute::Shell, UserAttribute::Comment],
+        ..zsh
+    });
+    assert_eq!(
+        changed(&apply(&root, false, &both).unwrap()),
+        "updated user emo: comment"
+    );
+    assert_eq!(
+        line_of(&root, "/etc/passwd", "emo").unwrap(),
+        "emo:x:1500:1500:Emo Person:/home/emo:/bin/zsh"
+    );
+
+    let before = account_files(&root);
+    assert_eq!(apply(&root, false, &both).unwrap(), Outcome::Unchanged);
     assert_eq!(account_files(&root), before);
 }
 
@@ -741,4 +793,482 @@ fn a_swap_file_is_created_formatted_and_listed_in_a_root() {
         "swap /data.img: /data.img exists and is not a swap area; refusing to overwrite it"
     );
     assert_eq!(std::fs::read(root.path("/data.img")).unwrap(), [7u8; 4096]);
+}
+
+/// Applies a one-resource catalog through the engine, as a run does, and returns its event
+/// (drift notices only exist there).
+fn apply_event(root: &Root, spec: ResourceSpec) -> ResourceEvent {
+    let host = Host::new(root.dir()).unwrap();
+    let cx = Context::new(&host, false, None);
+    let catalog = support::catalog("devvm", 1, vec![Resource::new(spec)]);
+    let mut events = engine::apply(
+        &catalog,
+        &cx,
+        RunLimits { deadline: None },
+        &AtomicBool::new(false),
+    );
+    assert_eq!(events.len(), 1);
+    events.remove(0)
+}
+
+#[test]
+fn a_privileged_group_outside_privileged_groups_fails_and_grants_nothing() {
+    // THREATS S5: a roster line alone never grants root, even if a compiler let it through.
+    let root = Root::fresh();
+    root.run_ok(&["groupadd", "--gid", "2345", "devs"]);
+    for (groups, named) in [(vec!["devs", "disk"], "disk"), (vec!["sudo"], "sudo")] {
+        let spec = ResourceSpec::User(UserSpec {
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            ..emo(UserEnsure::Present)
+        });
+        let before = account_files(&root);
+        assert_eq!(
+            error_text(apply(&root, false, &spec)),
+            format!(
+                "user emo: {named} in groups is privileged: a privileged group must come from \
+                 the tier's privileged_groups; nothing changed"
+            )
+        );
+        assert_eq!(account_files(&root), before);
+        assert!(!root.path("/home/emo").exists());
+    }
+    // The same group through the tier's grant is added.
+    root.run_ok(&[
+        "useradd",
+        "-m",
+        "-u",
+        "1500",
+        "-G",
+        "devs",
+        "-s",
+        "/bin/bash",
+        "-c",
+        "Emo Person",
+        "emo",
+    ]);
+    let granted = ResourceSpec::User(UserSpec {
+        privileged_groups: vec!["disk".into()],
+        ..emo(UserEnsure::Present)
+    });
+    let before = account_files(&root);
+    let err = error_text(apply(
+        &root,
+        false,
+        &ResourceSpec::User(UserSpec {
+            groups: vec!["devs".into(), "disk".into()],
+            ..emo(UserEnsure::Present)
+        }),
+    ));
+    assert!(err.contains("disk in groups is privileged"), "{err}");
+    assert_eq!(
+        account_files(&root),
+        before,
+        "an existing account was changed"
+    );
+    assert_eq!(
+        changed(&apply(&root, false, &granted).unwrap()),
+        "updated user emo: groups +disk"
+    );
+    assert!(line_of(&root, "/etc/group", "disk")
+        .unwrap()
+        .ends_with(":emo"));
+}
+
+#[test]
+fn privileged_groups_beyond_the_tier_are_drift_and_revoke_groups_removes_exactly_those() {
+    let root = Root::fresh();
+    root.run_ok(&["groupadd", "--gid", "2345", "devs"]);
+    root.run_ok(&["groupadd", "docker"]);
+    root.run_ok(&["groupadd", "extra"]);
+    root.run_ok(&[
+        "useradd",
+        "-m",
+        "-u",
+        "1500",
+        "-G",
+        "devs,sudo,docker,extra",
+        "-s",
+        "/bin/bash",
+        "-c",
+        "Emo Person",
+        "emo",
+    ]);
+    root.run_ok(&["useradd", "-m", "-u", "1501", "-G", "sudo", "ana"]);
+    // Demoted: the tier grants no privileged group any more.
+    let demoted = UserSpec {
+        tier: Some("namespace-owner".into()),
+        ..emo(UserEnsure::Present)
+    };
+
+    let before = account_files(&root);
+    let event = apply_event(&root, ResourceSpec::User(demoted.clone()));
+    assert_eq!(event.status, ResourceStatus::Unchanged, "{event:?}");
+    assert_eq!(
+        event.drift.as_deref(),
+        Some(
+            "holds privileged groups docker, sudo beyond what tier namespace-owner grants \
+             (revoke with revoke_groups)"
+        )
+    );
+    assert_eq!(account_files(&root), before, "drift changed something");
+
+    // The explicit way to tighten: exactly the listed groups go, and only from emo.
+    let revoking = UserSpec {
+        revoke_groups: vec!["sudo".into(), "lxd".into()],
+        ..demoted
+    };
+    let event = apply_event(&root, ResourceSpec::User(revoking.clone()));
+    assert_eq!(event.status, ResourceStatus::Changed, "{event:?}");
+    assert_eq!(
+        event.message.as_deref(),
+        Some("updated user emo: groups -sudo (revoke_groups)")
+    );
+    assert!(!event.corrective);
+    assert_eq!(
+        event.drift.as_deref(),
+        Some(
+            "holds privileged group docker beyond what tier namespace-owner grants (revoke \
+             with revoke_groups)"
+        )
+    );
+    assert_eq!(
+        line_of(&root, "/etc/group", "sudo").as_deref(),
+        Some("sudo:x:27:ana")
+    );
+    for g in ["devs", "docker", "extra"] {
+        assert!(
+            line_of(&root, "/etc/group", g).unwrap().ends_with(":emo"),
+            "{g} lost emo"
+        );
+    }
+    assert!(!line_of(&root, "/etc/gshadow", "sudo")
+        .unwrap()
+        .contains("emo"));
+    assert_eq!(
+        root.run_ok(&["id", "-nG", "emo"]).trim(),
+        "emo devs docker extra"
+    );
+
+    let before = account_files(&root);
+    let event = apply_event(&root, ResourceSpec::User(revoking));
+    assert_eq!(event.status, ResourceStatus::Unchanged, "{event:?}");
+    assert_eq!(account_files(&root), before);
+    // Granted by the tier: no drift.
+    let event = apply_event(
+        &root,
+        ResourceSpec::User(UserSpec {
+            privileged_groups: vec!["docker".into()],
+            tier: Some("admin".into()),
+            ..emo(UserEnsure::Present)
+        }),
+    );
+    assert_eq!(
+        (event.status, event.drift),
+        (ResourceStatus::Unchanged, None)
+    );
+}
+
+/// The account record of `name`, as the agent left it.
+fn record_of(root: &Root, name: &str) -> Option<serde_json::Value> {
+    let path = root.path(&format!("/var/lib/steward/accounts/{name}.json"));
+    std::fs::read(&path)
+        .ok()
+        .map(|bytes| serde_json::from_slice(&bytes).unwrap())
+}
+
+/// Offboards (`locked`) and brings back (`present`) `present`, checking the shadow line comes
+/// back byte for byte. Returns the messages of the two changes.
+fn offboard_and_return(root: &Root, present: &UserSpec) -> (String, String) {
+    let before = line_of(root, "/etc/shadow", "emo").unwrap();
+    let outcome = apply(root, false, &offboarded(UserEnsure::Locked)).unwrap();
+    let locked = changed(&outcome).to_string();
+    let fields: Vec<String> = line_of(root, "/etc/shadow", "emo")
+        .unwrap()
+        .split(':')
+        .map(String::from)
+        .collect();
+    assert!(fields[1].starts_with('!'), "not locked: {fields:?}");
+    assert_eq!(fields[7], "1", "not expired");
+    assert!(record_of(root, "emo").is_some(), "no account record");
+    let record = root.path("/var/lib/steward/accounts/emo.json");
+    assert_eq!(mode_owner(&record), (0o600, 0, 0));
+    assert_eq!(mode_owner(record.parent().unwrap()), (0o700, 0, 0));
+    // Offboarded again: nothing to do.
+    assert_eq!(
+        apply(root, false, &offboarded(UserEnsure::Locked)).unwrap(),
+        Outcome::Unchanged
+    );
+
+    let spec = ResourceSpec::User(present.clone());
+    let noop = apply(root, true, &spec).unwrap();
+    assert!(record_of(root, "emo").is_some(), "noop removed the record");
+    let outcome = apply(root, false, &spec).unwrap();
+    assert_eq!(outcome, noop);
+    assert_eq!(
+        line_of(root, "/etc/shadow", "emo").unwrap(),
+        before,
+        "the shadow line did not come back byte for byte"
+    );
+    assert_eq!(record_of(root, "emo"), None, "the record was kept");
+    let files = account_files(root);
+    assert_eq!(apply(root, false, &spec).unwrap(), Outcome::Unchanged);
+    assert_eq!(account_files(root), files);
+    (locked, changed(&outcome).to_string())
+}
+
+#[test]
+fn offboarding_then_present_restores_the_shadow_line_exactly() {
+    let root = Root::fresh();
+    root.run_ok(&["groupadd", "--gid", "2345", "devs"]);
+    let present = emo(UserEnsure::Present);
+
+    // Created by Steward with a locked (`!`) password: Steward only expires it, and never
+    // unlocks what it did not lock.
+    apply(&root, false, &ResourceSpec::User(present.clone())).unwrap();
+    assert!(line_of(&root, "/etc/shadow", "emo")
+        .unwrap()
+        .starts_with("emo:!:"));
+    let (locked, restored) = offboard_and_return(&root, &present);
+    assert_eq!(locked, "locked user emo (account expired)");
+    assert_eq!(
+        restored,
+        "restored user emo after offboarding (expiry cleared)"
+    );
+
+    // A real password hash and an expiry date of its own.
+    root.run_ok(&[
+        "usermod",
+        "-p",
+        "$y$j9T$c2FsdHNhbHQ$0123456789abcdefghijklmnopqrstuvwxyzABCDE",
+        "--expiredate",
+        "2099-01-01",
+        "emo",
+    ]);
+    let (locked, restored) = offboard_and_return(&root, &present);
+    assert_eq!(locked, "locked user emo (password locked, account expired)");
+    assert_eq!(
+        restored,
+        "restored user emo after offboarding (password unlocked, expiry restored to 2099-01-01)"
+    );
+    root.run_ok(&["usermod", "--expiredate", "", "emo"]);
+    let (_, restored) = offboard_and_return(&root, &present);
+    assert_eq!(
+        restored,
+        "restored user emo after offboarding (password unlocked, expiry cleared)"
+    );
+
+    // Expired by someone else (no record): left as found.
+    root.run_ok(&["usermod", "--expiredate", "1", "emo"]);
+    let before = account_files(&root);
+    assert_eq!(
+        apply(&root, false, &ResourceSpec::User(present)).unwrap(),
+        Outcome::Kept(
+            "account expired since 1970-01-02 and not by Steward (no offboarding record); left \
+             as found"
+                .into()
+        )
+    );
+    assert_eq!(account_files(&root), before);
+}
+
+/// A process of `uid` started inside the root (chrooted, so its `/proc/PID/root` is the
+/// root), reaped by a thread; killed when dropped.
+struct Live {
+    pid: u32,
+    exited: mpsc::Receiver<()>,
+}
+
+impl Live {
+    fn start(root: &Root, uid: u32) -> Live {
+        let mut child = Command::new("chroot")
+            .arg(root.dir())
+            .args([
+                "setpriv",
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+                "sleep",
+                "600",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting a process in the root");
+        let pid = child.id();
+        let (tx, exited) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = child.wait();
+            let _ = tx.send(());
+        });
+        let host = Host::new(root.dir()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !sessions::processes(&host, uid)
+            .unwrap()
+            .iter()
+            .any(|p| p.pid == pid as i32 && p.comm == "sleep")
+        {
+            assert!(Instant::now() < deadline, "the process never ran as {uid}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Live { pid, exited }
+    }
+
+    /// Whether it has exited (waiting up to `limit`).
+    fn gone_within(&self, limit: Duration) -> bool {
+        self.exited.recv_timeout(limit).is_ok()
+    }
+
+    fn kill(&self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = self.exited.recv_timeout(Duration::from_secs(10));
+    }
+}
+
+fn archives(root: &Root, dir: &str) -> Vec<String> {
+    match std::fs::read_dir(root.path(dir)) {
+        Ok(entries) => {
+            let mut names: Vec<String> = entries
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+const ARCHIVE_DIR: &str = "/var/backups/steward/offboarded";
+
+fn purged(terminate_sessions: bool) -> ResourceSpec {
+    offboarded(UserEnsure::Purged {
+        archive_dir: ARCHIVE_DIR.into(),
+        terminate_sessions,
+    })
+}
+
+#[test]
+fn a_purge_ends_the_users_processes_first_then_archives_once() {
+    let root = Root::fresh();
+    root.run_ok(&["useradd", "-m", "-u", "1500", "-s", "/bin/bash", "emo"]);
+    let live = Live::start(&root, 1500);
+
+    let outcome = apply(&root, false, &purged(true)).unwrap();
+    let message = changed(&outcome);
+    assert!(
+        message.starts_with(
+            "ended 1 process (sleep); archived /home/emo to /var/backups/steward/offboarded/emo-"
+        ),
+        "{message}"
+    );
+    assert!(message.ends_with(" and removed user emo"), "{message}");
+    assert!(
+        live.gone_within(Duration::from_secs(30)),
+        "the process survived"
+    );
+    assert_eq!(archives(&root, ARCHIVE_DIR).len(), 1);
+    assert_eq!(line_of(&root, "/etc/passwd", "emo"), None);
+    assert!(!root.path("/home/emo").exists());
+    assert_eq!(record_of(&root, "emo"), None);
+
+    let before = account_files(&root);
+    assert_eq!(
+        apply(&root, false, &purged(true)).unwrap(),
+        Outcome::Unchanged
+    );
+    assert_eq!(account_files(&root), before);
+    assert_eq!(archives(&root, ARCHIVE_DIR).len(), 1);
+}
+
+#[test]
+fn a_purge_waits_for_live_processes_when_the_site_does_not_terminate_sessions() {
+    let root = Root::fresh();
+    root.run_ok(&["useradd", "-m", "-u", "1500", "-s", "/bin/bash", "emo"]);
+    root.run_ok(&["usermod", "-p", "not-a-real-hash", "emo"]);
+    let live = Live::start(&root, 1500);
+    let deferred = Outcome::Deferred(
+        "purge deferred: emo has 1 process (sleep); the site does not terminate sessions".into(),
+    );
+
+    let before = account_files(&root);
+    assert_eq!(apply(&root, true, &purged(false)).unwrap(), deferred);
+    assert_eq!(account_files(&root), before, "noop wrote the account files");
+    assert_eq!(apply(&root, false, &purged(false)).unwrap(), deferred);
+    assert!(!live.gone_within(Duration::ZERO), "the process was ended");
+    assert!(archives(&root, ARCHIVE_DIR).is_empty(), "archived anyway");
+    assert!(root.path("/home/emo").is_dir());
+    // Locked meanwhile: no new logins while the purge waits.
+    let shadow = line_of(&root, "/etc/shadow", "emo").unwrap();
+    assert!(shadow.starts_with("emo:!not-a-real-hash:"), "{shadow}");
+    assert_eq!(apply(&root, false, &purged(false)).unwrap(), deferred);
+
+    live.kill();
+    assert!(live.gone_within(Duration::from_secs(30)));
+    let outcome = apply(&root, false, &purged(false)).unwrap();
+    assert!(
+        changed(&outcome).starts_with("archived /home/emo to "),
+        "{outcome:?}"
+    );
+    assert_eq!(archives(&root, ARCHIVE_DIR).len(), 1);
+    assert_eq!(line_of(&root, "/etc/passwd", "emo"), None);
+    assert!(!root.path("/home/emo").exists());
+
+    let before = account_files(&root);
+    assert_eq!(
+        apply(&root, false, &purged(false)).unwrap(),
+        Outcome::Unchanged
+    );
+    assert_eq!(account_files(&root), before);
+    assert_eq!(archives(&root, ARCHIVE_DIR).len(), 1);
+}
+
+#[test]
+fn a_purge_that_failed_after_archiving_reuses_its_archive() {
+    let root = Root::fresh();
+    root.run_ok(&["useradd", "-m", "-u", "1500", "-s", "/bin/bash", "emo"]);
+    root.run_ok(&["usermod", "--lock", "--expiredate", "1", "emo"]);
+    root.write("/home/emo/notes.txt", b"keep me\n");
+    // userdel cannot lock /etc/passwd while a live process (pid 1) holds its lock file.
+    root.write("/etc/passwd.lock", b"1");
+
+    let err = error_text(apply(&root, false, &purged(true)));
+    assert!(err.contains("userdel"), "{err}");
+    let first = archives(&root, ARCHIVE_DIR);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let archive = format!("{ARCHIVE_DIR}/{}", first[0]);
+    assert!(
+        err.contains(&format!(
+            "the home was archived to {archive} and left in place"
+        )),
+        "{err}"
+    );
+    assert!(line_of(&root, "/etc/passwd", "emo").is_some());
+    assert_eq!(
+        record_of(&root, "emo").unwrap()["archive"].as_str(),
+        Some(archive.as_str())
+    );
+
+    std::fs::remove_file(root.path("/etc/passwd.lock")).unwrap();
+    let outcome = apply(&root, false, &purged(true)).unwrap();
+    assert_eq!(
+        changed(&outcome),
+        format!("removed user emo and /home/emo (archived earlier to {archive})")
+    );
+    assert_eq!(archives(&root, ARCHIVE_DIR), first, "a second archive");
+    assert_eq!(line_of(&root, "/etc/passwd", "emo"), None);
+    assert!(!root.path("/home/emo").exists());
+    assert_eq!(record_of(&root, "emo"), None);
+    assert_eq!(
+        apply(&root, false, &purged(true)).unwrap(),
+        Outcome::Unchanged
+    );
 }

@@ -60,13 +60,28 @@ impl SiteError {
 }
 
 impl fmt::Display for SiteError {
+    /// `FILE:LINE: field: message`, always one line: control characters that came from the
+    /// site (a unit name with a newline, say) are written as escapes, never raw.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}: {}", self.loc, self.message)
+        write!(f, "{}: ", self.loc)?;
+        if !self.field.is_empty() {
+            write_escaped(f, &self.field)?;
+            f.write_str(": ")?;
+        }
+        write_escaped(f, &self.message)
+    }
+}
+
+/// `text` with every control character escaped (`\n`, `\u{1b}`).
+fn write_escaped(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    for c in text.chars() {
+        if c.is_control() {
+            write!(f, "{}", c.escape_default())?;
         } else {
-            write!(f, "{}: {}: {}", self.loc, self.field, self.message)
+            f.write_fmt(format_args!("{c}"))?;
         }
     }
+    Ok(())
 }
 
 impl std::error::Error for SiteError {}
@@ -183,6 +198,12 @@ pub struct RosterUser {
     pub uid: Option<u32>,
     /// Extra supplementary groups (privileged ones only if the tier grants them).
     pub groups: Vec<String>,
+    /// Groups removed from the existing account (the explicit way to tighten after a
+    /// demotion); never one the user is granted.
+    pub revoke_groups: Vec<String>,
+    /// Account attributes corrected on an existing account, on top of `site.yaml`
+    /// `users.enforce`.
+    pub enforce: Vec<steward_protocol::UserAttribute>,
     /// Pinned service port (inside the site's port range, unique).
     pub port: Option<u16>,
     /// Home directory; must be `/home/<name>` or below it. Default `/home/<name>`.
@@ -233,8 +254,9 @@ pub struct Tier {
     pub vars: BTreeMap<String, Value>,
 }
 
-/// Groups that are never granted unless a tier lists them in `privileged_groups`.
-pub const PRIVILEGED_GROUPS: &[&str] = &["sudo", "root", "wheel", "docker", "adm"];
+/// Groups that are never granted unless a tier lists them in `privileged_groups`: the one list,
+/// shared with the agent, with how it was chosen in [`steward_protocol::privileged`].
+pub use steward_protocol::privileged::{is_privileged, PRIVILEGED_GROUPS};
 
 /// `site.yaml`.
 #[derive(Debug, Clone)]
@@ -251,6 +273,9 @@ pub struct SiteConfig {
     pub catalog_expires_after_secs: i64,
     /// Where purged homes are archived.
     pub archive_dir: String,
+    /// A purge ends the user's sessions and processes first (default); when false, a purge of
+    /// a user who still has processes is deferred.
+    pub terminate_sessions: bool,
     /// Free-form values for templates (`site.cluster_url`).
     pub vars: BTreeMap<String, Value>,
     /// Named resource bundles used by classes (host bundles) and tiers (user bundles).
@@ -283,6 +308,9 @@ pub struct UserDefaults {
     pub lock_at_creation: bool,
     /// Resource ids every user account requires (e.g. `package:zsh`).
     pub requires: Vec<String>,
+    /// Attributes corrected on existing accounts of every user (default: none; everything but
+    /// groups is then set only when Steward creates the account).
+    pub enforce: Vec<steward_protocol::UserAttribute>,
 }
 
 /// Inclusive port range.
@@ -378,6 +406,10 @@ use FieldKind::{Bool, Enum, Int, Str, StrList, StrMap};
 ///
 /// Defaults applied by the compiler: `owner`/`group` are the user in a user bundle and `root`
 /// in a host bundle; file mode `0644`, directory mode `0755`; file `replace: always`;
+/// directory `replace: always`, except in a user bundle for a directory inside the user's
+/// home, where an existing directory is the person's and the default is `if_absent`;
+/// service `restart: immediately` (`when_idle` takes its `user` from the unit instance,
+/// `name@user.service`, unless given);
 /// symlink `replace: if_absent`; service `enable: true`, `ensure: running`; git_clone `user` is
 /// the bundle's user (root in a host bundle); exec `timeout_secs: 300`.
 /// A file takes exactly one of `template` (a file under `files/`, rendered), `source` (a file
@@ -404,10 +436,11 @@ pub const RESOURCE_SCHEMAS: &[(&str, &[FieldSchema])] = &[
             field("content", Str, false),
             field(
                 "replace",
-                Enum(&["always", "if_absent", "if_marked"]),
+                Enum(&["always", "if_absent", "if_marked", "if_stale"]),
                 false,
             ),
             field("marker", Str, false),
+            field("current", Str, false),
             field("backup", Bool, false),
             field("sensitive", Bool, false),
         ],
@@ -419,6 +452,7 @@ pub const RESOURCE_SCHEMAS: &[(&str, &[FieldSchema])] = &[
             field("owner", Str, false),
             field("group", Str, false),
             field("mode", Str, false),
+            field("replace", Enum(&["always", "if_absent"]), false),
         ],
     ),
     (
@@ -438,6 +472,9 @@ pub const RESOURCE_SCHEMAS: &[(&str, &[FieldSchema])] = &[
             field("enable", Bool, false),
             field("ensure", Enum(&["running", "stopped"]), false),
             field("subscribes", StrList, false),
+            field("restart", Enum(&["immediately", "when_idle"]), false),
+            field("user", Str, false),
+            field("max_defer", Str, false),
         ],
     ),
     (
@@ -450,6 +487,7 @@ pub const RESOURCE_SCHEMAS: &[(&str, &[FieldSchema])] = &[
             field("config", StrMap, false),
             field("remotes", StrMap, false),
             field("refresh", Bool, false),
+            field("migrate_from", Str, false),
         ],
     ),
     (

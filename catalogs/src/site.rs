@@ -126,6 +126,7 @@ use crate::yaml::{self, Node};
 mod config;
 
 pub(crate) use config::check_clone_url;
+pub(crate) use read::{is_linux_name, parse_duration};
 mod read;
 mod roster;
 mod tiers;

@@ -102,8 +102,10 @@ fn is_kv_path(path: &str) -> bool {
         })
 }
 
-/// Checks every present or offboarded roster user against the roles map in Vault; returns
-/// the errors sorted (empty when all agree).
+/// Checks every present roster user against the roles map in Vault; returns the errors sorted
+/// (empty when all agree). Offboarded and purged users are not checked: their cluster access is
+/// revoked by removing their `k8s_users` entry (the reference devvm's "cluster revoke" stage),
+/// which must not hold back the host.
 pub fn check_roles(site: &Site, vault: &VaultData) -> Vec<SiteError> {
     check_roles_for(site, vault, |_| true)
 }
@@ -120,7 +122,7 @@ pub fn check_roles_for(
     let roles_key = &site.config.vault.roles_key;
     let mut errors = Vec::new();
     for user in &site.roster.users {
-        if !matches!(user.state, UserState::Present | UserState::Offboarded) || !include(user) {
+        if user.state != UserState::Present || !include(user) {
             continue;
         }
         let path = format!("users.{}", user.name);

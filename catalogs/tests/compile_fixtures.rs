@@ -189,18 +189,18 @@ fn order_is_host_bundles_then_groups_then_each_user() {
           alice: { authentik_user: alice.a, k8s_user: alice, tier: dev, shell: /bin/zsh, uid: 1500, full_name: Alice A }
     "#;
     insta::assert_snapshot!(check(fixture), @r#"
-        package:zsh {}
-        file:/etc/ttyd-user-map {"backup":false,"content":{"text":"zed.z=zed\nalice.a=alice\n"},"group":"root","mode":"0644","owner":"root","replace":"always"}
-        group:audio {"system":false}
-        group:devs {"system":false}
-        group:docker {"system":false}
-        group:ops {"system":false}
-        user:zed <- group:audio, group:devs, group:docker, group:ops, package:zsh {"ensure":{"state":"present"},"groups":["audio","devs","docker","ops"],"home":"/home/zed","home_mode":"0700","lock_at_creation":true,"shell":"/bin/bash"}
-        directory:/home/zed/.config <- user:zed {"group":"zed","mode":"0700","owner":"zed"}
-        user:alice <- group:devs, package:zsh {"comment":"Alice A","ensure":{"state":"present"},"groups":["devs"],"home":"/home/alice","home_mode":"0700","lock_at_creation":true,"shell":"/bin/zsh","uid":1500}
-        directory:/home/alice/.config <- user:alice {"group":"alice","mode":"0700","owner":"alice"}
-        symlink:/home/alice/.config/skills <- user:alice, directory:/home/alice/.config {"group":"alice","owner":"alice","replace":"if_absent","target":"/srv/base/skills"}
-        symlink:/home/alice/.config/rules <- user:alice, directory:/home/alice/.config {"group":"alice","owner":"alice","replace":"if_absent","target":"/srv/base/rules"}
+    package:zsh {}
+    file:/etc/ttyd-user-map {"backup":false,"content":{"text":"zed.z=zed\nalice.a=alice\n"},"group":"root","mode":"0644","owner":"root","replace":"always"}
+    group:audio {"system":false}
+    group:devs {"system":false}
+    group:docker {"system":false}
+    group:ops {"system":false}
+    user:zed <- group:audio, group:devs, group:docker, group:ops, package:zsh {"ensure":{"state":"present"},"groups":["audio","devs","ops"],"home":"/home/zed","home_mode":"0700","lock_at_creation":true,"privileged_groups":["docker"],"shell":"/bin/bash","tier":"ops"}
+    directory:/home/zed/.config <- user:zed {"group":"zed","mode":"0700","owner":"zed","replace":"if_absent"}
+    user:alice <- group:devs, package:zsh {"comment":"Alice A","ensure":{"state":"present"},"groups":["devs"],"home":"/home/alice","home_mode":"0700","lock_at_creation":true,"shell":"/bin/zsh","tier":"dev","uid":1500}
+    directory:/home/alice/.config <- user:alice {"group":"alice","mode":"0700","owner":"alice","replace":"if_absent"}
+    symlink:/home/alice/.config/skills <- user:alice, directory:/home/alice/.config {"group":"alice","owner":"alice","replace":"if_absent","target":"/srv/base/skills"}
+    symlink:/home/alice/.config/rules <- user:alice, directory:/home/alice/.config {"group":"alice","owner":"alice","replace":"if_absent","target":"/srv/base/rules"}
     "#);
 }
 
@@ -493,17 +493,17 @@ fn lifecycle_state() -> State {
 fn offboarded_removed_and_purged_users() {
     let result = compile_on(LIFECYCLE, "devvm", &lifecycle_state());
     insta::assert_snapshot!(show(&result), @r#"
-        file:/etc/t3-users {"backup":false,"content":{"text":"ann:8101 "},"group":"root","mode":"0644","owner":"root","replace":"always"}
-        user:ann {"ensure":{"state":"present"},"home":"/home/ann","home_mode":"0700","lock_at_creation":true,"shell":"/bin/bash"}
-        directory:/home/ann/.config <- user:ann {"group":"ann","mode":"0755","owner":"ann"}
-        service:t3@ann.service <- user:ann {"enable":true,"ensure":"running"}
-        service:t3@bob.service {"enable":false,"ensure":"stopped"}
-        service:old@bob.service {"enable":false,"ensure":"stopped"}
-        user:bob {"ensure":{"state":"locked"},"home":"/home/bob","home_mode":"0700","lock_at_creation":false,"shell":"/bin/bash"}
-        service:t3@cat.service {"enable":false,"ensure":"stopped"}
-        user:cat <- service:t3@cat.service {"ensure":{"archive_dir":"/var/backups/homes","state":"purged"},"home":"/home/cat","home_mode":"0700","lock_at_creation":false,"shell":"/bin/bash"}
-        service:t3@dee.service {"enable":false,"ensure":"stopped"}
-        user:dee {"ensure":{"state":"locked"},"home":"/home/dee","home_mode":"0700","lock_at_creation":false,"shell":"/bin/bash"}
+    file:/etc/t3-users {"backup":false,"content":{"text":"ann:8101 "},"group":"root","mode":"0644","owner":"root","replace":"always"}
+    user:ann {"ensure":{"state":"present"},"home":"/home/ann","home_mode":"0700","lock_at_creation":true,"shell":"/bin/bash","tier":"dev"}
+    directory:/home/ann/.config <- user:ann {"group":"ann","mode":"0755","owner":"ann","replace":"if_absent"}
+    service:t3@ann.service <- user:ann {"enable":true,"ensure":"running"}
+    service:t3@bob.service {"enable":false,"ensure":"stopped"}
+    service:old@bob.service {"enable":false,"ensure":"stopped"}
+    user:bob {"ensure":{"state":"locked"},"home":"/home/bob","home_mode":"0700","lock_at_creation":false,"shell":"/bin/bash"}
+    service:t3@cat.service {"enable":false,"ensure":"stopped"}
+    user:cat <- service:t3@cat.service {"ensure":{"archive_dir":"/var/backups/homes","state":"purged"},"home":"/home/cat","home_mode":"0700","lock_at_creation":false,"shell":"/bin/bash"}
+    service:t3@dee.service {"enable":false,"ensure":"stopped"}
+    user:dee {"ensure":{"state":"locked"},"home":"/home/dee","home_mode":"0700","lock_at_creation":false,"shell":"/bin/bash"}
     "#);
 }
 
@@ -848,9 +848,9 @@ fn a_group_declared_by_a_host_bundle_is_not_repeated() {
           alice: { authentik_user: alice.a, k8s_user: alice, tier: dev }
     "#;
     insta::assert_snapshot!(check(fixture), @r#"
-        group:code-shared {"gid":2000,"system":false}
-        group:devs {"system":false}
-        user:alice <- group:code-shared, group:devs {"ensure":{"state":"present"},"groups":["code-shared","devs"],"home":"/home/alice","home_mode":"0700","lock_at_creation":true,"shell":"/bin/bash"}
+    group:code-shared {"gid":2000,"system":false}
+    group:devs {"system":false}
+    user:alice <- group:code-shared, group:devs {"ensure":{"state":"present"},"groups":["code-shared","devs"],"home":"/home/alice","home_mode":"0700","lock_at_creation":true,"shell":"/bin/bash","tier":"dev"}
     "#);
 }
 
@@ -931,8 +931,169 @@ fn a_role_mismatch_holds_back_only_the_hosts_that_user_is_on() {
 #[test]
 fn base_site_compiles() {
     insta::assert_snapshot!(check(BASE_SITE), @r#"
-        package:zsh {}
-        user:alice {"ensure":{"state":"present"},"home":"/home/alice","home_mode":"0700","lock_at_creation":true,"shell":"/bin/bash"}
-        directory:/home/alice/.config <- user:alice {"group":"alice","mode":"0700","owner":"alice"}
+    package:zsh {}
+    user:alice {"ensure":{"state":"present"},"home":"/home/alice","home_mode":"0700","lock_at_creation":true,"shell":"/bin/bash","tier":"dev"}
+    directory:/home/alice/.config <- user:alice {"group":"alice","mode":"0700","owner":"alice","replace":"if_absent"}
     "#);
+}
+
+#[test]
+fn adopting_a_lived_in_host_enforce_revoke_and_creation_only_defaults() {
+    // Issue 11: what existed before Steward is the person's. Directories inside a user's home
+    // default to `if_absent` (an existing one is left as found); outside, and when the site
+    // says `replace: always`, they are enforced. Privileged groups travel apart from ordinary
+    // ones; `enforce` (site and roster) and `revoke_groups` are explicit.
+    let fixture = r##"
+        //- site.yaml
+        classes:
+          workstation: { hosts: ["devvm*"], manage_users: true, bundles: [host] }
+        users: { enforce: [comment] }
+        offboarding: { terminate_sessions: false }
+        bundles:
+          host:
+            - directory: { path: /srv/shared }
+          home:
+            - directory: { path: "{{ user.home }}/.kube", mode: "0700" }
+            - directory: { path: "{{ user.home }}/.ssh", mode: "0700", replace: always }
+            - directory: { path: "/var/lib/t3/{{ user.name }}" }
+            - file:
+                path: "{{ user.home }}/.kube/config"
+                content: "# steward-kubeconfig: tier={{ tier.name }};\n"
+                replace: if_stale
+                marker: "# steward-kubeconfig: tier="
+                current: "# steward-kubeconfig: tier={{ tier.name }};"
+            - service: { name: "t3@{{ user.name }}.service", restart: when_idle, max_defer: 8h }
+            - service: { name: "ttyd.service", restart: when_idle, user: "{{ user.name }}" }
+              when: user.name == "ann"
+            - git_clone:
+                path: "{{ user.home }}/code/infra"
+                url: https://git.example/infra.git
+                migrate_from: "{{ user.home }}/code"
+        //- tiers.yaml
+        tiers:
+          dev: { groups: [devs], bundles: [home] }
+          boss: { groups: [devs], privileged_groups: [sudo, docker], bundles: [home] }
+        //- roster.yaml
+        users:
+          ann: { authentik_user: a, k8s_user: ann, tier: boss, enforce: [shell] }
+          bob: { authentik_user: b, k8s_user: bob, tier: dev, revoke_groups: [sudo, docker] }
+          cat: { authentik_user: c, k8s_user: cat, tier: dev, state: purged }
+    "##;
+    insta::assert_snapshot!(check(fixture), @r##"
+    directory:/srv/shared {"group":"root","mode":"0755","owner":"root"}
+    group:devs {"system":false}
+    group:docker {"system":false}
+    group:sudo {"system":false}
+    user:ann <- group:devs, group:docker, group:sudo {"enforce":["shell","comment"],"ensure":{"state":"present"},"groups":["devs"],"home":"/home/ann","home_mode":"0700","lock_at_creation":true,"privileged_groups":["docker","sudo"],"shell":"/bin/bash","tier":"boss"}
+    directory:/home/ann/.kube <- user:ann {"group":"ann","mode":"0700","owner":"ann","replace":"if_absent"}
+    directory:/home/ann/.ssh <- user:ann {"group":"ann","mode":"0700","owner":"ann"}
+    directory:/var/lib/t3/ann <- user:ann {"group":"ann","mode":"0755","owner":"ann"}
+    file:/home/ann/.kube/config <- user:ann {"backup":false,"content":{"text":"# steward-kubeconfig: tier=boss;\n"},"group":"ann","mode":"0644","owner":"ann","replace":{"if_stale":{"current":"# steward-kubeconfig: tier=boss;","marker":"# steward-kubeconfig: tier="}}}
+    service:t3@ann.service <- user:ann {"enable":true,"ensure":"running","restart":{"max_defer_secs":28800,"user":"ann","when":"when_idle"}}
+    service:ttyd.service <- user:ann {"enable":true,"ensure":"running","restart":{"user":"ann","when":"when_idle"}}
+    git_clone:/home/ann/code/infra <- user:ann {"migrate_from":"/home/ann/code","refresh":false,"url":"https://git.example/infra.git","user":"ann"}
+    user:bob <- group:devs {"enforce":["comment"],"ensure":{"state":"present"},"groups":["devs"],"home":"/home/bob","home_mode":"0700","lock_at_creation":true,"revoke_groups":["sudo","docker"],"shell":"/bin/bash","tier":"dev"}
+    directory:/home/bob/.kube <- user:bob {"group":"bob","mode":"0700","owner":"bob","replace":"if_absent"}
+    directory:/home/bob/.ssh <- user:bob {"group":"bob","mode":"0700","owner":"bob"}
+    directory:/var/lib/t3/bob <- user:bob {"group":"bob","mode":"0755","owner":"bob"}
+    file:/home/bob/.kube/config <- user:bob {"backup":false,"content":{"text":"# steward-kubeconfig: tier=dev;\n"},"group":"bob","mode":"0644","owner":"bob","replace":{"if_stale":{"current":"# steward-kubeconfig: tier=dev;","marker":"# steward-kubeconfig: tier="}}}
+    service:t3@bob.service <- user:bob {"enable":true,"ensure":"running","restart":{"max_defer_secs":28800,"user":"bob","when":"when_idle"}}
+    git_clone:/home/bob/code/infra <- user:bob {"migrate_from":"/home/bob/code","refresh":false,"url":"https://git.example/infra.git","user":"bob"}
+    service:t3@cat.service {"enable":false,"ensure":"stopped"}
+    user:cat <- service:t3@cat.service {"ensure":{"archive_dir":"/var/backups/steward/offboarded","state":"purged","terminate_sessions":false},"home":"/home/cat","home_mode":"0700","lock_at_creation":false,"shell":"/bin/bash"}
+    "##);
+}
+
+#[test]
+fn new_fields_are_refused_where_they_make_no_sense() {
+    let fixture = |bundle: &str| {
+        format!(
+            "//- site.yaml\nclasses:\n  workstation: {{ hosts: [\"devvm*\"], manage_users: true, bundles: [] }}\nbundles:\n  home:\n{bundle}\n//- roster.yaml\nusers:\n  ann: {{ authentik_user: a, k8s_user: ann, tier: dev }}\n"
+        )
+    };
+    let cases = [
+        // when_idle needs whose activity gates the restart.
+        "    - service: { name: ttyd.service, restart: when_idle }",
+        "    - service: { name: \"t3@{{ user.name }}.service\", restart: when_idle, max_defer: soon }",
+        "    - service: { name: ttyd.service, user: ann }",
+        // if_stale: every variant carries the marker; only this one carries `current`.
+        "    - file: { path: \"{{ user.home }}/k\", content: x, replace: if_stale, marker: \"m=\", current: \"other\" }",
+    ];
+    let out: Vec<String> = cases.iter().map(|c| check(&fixture(c))).collect();
+    insta::assert_snapshot!(out.join("\n"), @"
+    site.yaml:5: bundles.home[0].user: `ttyd.service` is not a template instance (name@user.service); give `user:` for `restart: when_idle` (for user `ann`)
+    site.yaml:5: bundles.home[0].max_defer: `soon` is not a duration; write a number and a unit: 90s, 30m, 12h or 7d (for user `ann`)
+    site.yaml:5: bundles.home[0].user: `user` only applies to `restart: when_idle` (for user `ann`)
+    site.yaml:5: bundles.home[0].current: replace: if_stale needs a non-empty `marker` that `current` contains (every variant carries the marker; only this one carries `current`) (for user `ann`)
+    ");
+}
+
+#[test]
+fn the_compiler_refuses_what_the_agent_would_refuse_at_the_template_line() {
+    // Issue 12.8: each of these passed compile and failed on every host, every run.
+    let fixture = |bundle: &str| {
+        format!(
+            "//- site.yaml\nclasses:\n  workstation: {{ hosts: [\"devvm*\"], manage_users: true, bundles: [host] }}\nbundles:\n  home: []\n  host:\n{bundle}\n//- roster.yaml\nusers:\n  ann: {{ authentik_user: a, k8s_user: ann, tier: dev }}\n"
+        )
+    };
+    let cases = [
+        "    - service: { name: ../x.service }",
+        "    - service: { name: a/b.service }",
+        "    - service: { name: --now.service }",
+        "    - git_clone: { path: /srv/x, url: https://git.example/x.git, branch: --help }",
+        "    - git_clone: { path: /srv/x, url: https://git.example/x.git, remotes: { \"--upload-pack=id\": https://git.example/y.git } }",
+        "    - file: { path: /usr/local/bin/x, content: x, mode: \"4777\" }",
+        "    - file: { path: /etc/x, content: x, mode: \"0666\" }",
+        "    - directory: { path: /srv/drop, mode: \"0777\" }",
+        "    - file: { path: /etc/x, content: x }\n    - directory: { path: /etc/x }",
+    ];
+    let out: Vec<String> = cases.iter().map(|c| check(&fixture(c))).collect();
+    insta::assert_snapshot!(out.join("\n"), @r#"
+    site.yaml:6: bundles.host[0].name: "../x.service" contains '/': unit names are letters, digits and `:_.@-\` (a `/` would leave the unit directory)
+    site.yaml:6: bundles.host[0].name: "a/b.service" contains '/': unit names are letters, digits and `:_.@-\` (a `/` would leave the unit directory)
+    site.yaml:6: bundles.host[0].name: "--now.service" starts with `-`: systemctl would read it as an option
+    site.yaml:6: bundles.host[0].branch: "--help" is not a branch name: it starts with `-` (git would read an option)
+    site.yaml:6: bundles.host[0].remotes: "--upload-pack=id" is not a remote name (letters, digits, `.`, `_` and `-`, starting with a letter or digit)
+    site.yaml:6: bundles.host[0].mode: mode 4777 sets setuid, setgid or sticky bits, which a managed file may not have
+    site.yaml:6: bundles.host[0].mode: mode 0666 makes the file world-writable: anyone could change what Steward manages
+    site.yaml:6: bundles.host[0].mode: mode 0777 makes the directory world-writable without the sticky bit (use "1777" for a shared scratch directory)
+    site.yaml:7: path: `directory:/etc/x` manages the path /etc/x that `file:/etc/x` (site.yaml:6) manages too; every run would fail
+    "#);
+}
+
+#[test]
+fn check_compiles_every_host_shape_and_reports_what_any_host_would_hit() {
+    // Issue 12.9: `check` is the CI gate for roster changes, so it must find what a compile
+    // for any host finds: here errors that only hosts matching `ws-*` (where bob is) produce,
+    // a newline in a unit name (shown escaped, on one line) and an `ext::` remote.
+    let fixture = r#"
+        //- site.yaml
+        classes:
+          workstation: { hosts: [devvm, "ws-*"], manage_users: true, bundles: [] }
+        vars: { remote: "ext::sh -c id" }
+        bundles:
+          home:
+            - service: { name: "t3@{{ user.name }}\n.service" }
+              when: user.name == "bob"
+            - git_clone: { path: "{{ user.home }}/x", url: "{{ site.remote }}" }
+              when: user.name == "bob"
+            - file: { path: "{{ user.home }}/.token", content: "{{ secret('secret/tokens', user.name) }}", mode: "0600" }
+        //- roster.yaml
+        users:
+          ann: { authentik_user: a, k8s_user: ann, tier: dev }
+          bob: { authentik_user: b, k8s_user: bob, tier: dev, hosts: ["ws-*"] }
+    "#;
+    let (site, _) = load(fixture);
+    assert_eq!(
+        steward_catalogs::compile::host_shapes(&site),
+        ["devvm", "ws-x"]
+    );
+    let compiler = Compiler::new(&site).unwrap();
+    let errors = steward_catalogs::compile::check_host_shapes(&compiler, None, NOW);
+    let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    insta::assert_snapshot!(shown.join("\n"), @r#"
+    site.yaml:6: bundles.home[0].name: "t3@bob\n.service" contains '\n': unit names are letters, digits and `:_.@-\` (a `/` would leave the unit directory) (for user `bob`)
+    site.yaml:8: bundles.home[1].url: "ext::sh -c id" contains whitespace or control characters (for user `bob`)
+    "#);
+    assert!(shown.iter().all(|line| !line.contains('\n')));
 }

@@ -242,10 +242,13 @@ fn tiers_keep_their_privileges() {
         NOW,
     )
     .unwrap();
-    assert_eq!(
-        user_spec(&compiled, "wizard").groups,
-        ["code-shared", "docker", "sudo"]
-    );
+    // Privileged groups travel apart from ordinary ones, so the agent can refuse a privileged
+    // group that is not a tier grant and report one held beyond it as drift.
+    let wizard = user_spec(&compiled, "wizard");
+    assert_eq!(wizard.groups, ["code-shared"]);
+    assert_eq!(wizard.privileged_groups, ["docker", "sudo"]);
+    assert_eq!(wizard.tier.as_deref(), Some("admin"));
+    assert!(wizard.enforce.is_empty(), "creation-only by default");
     let ids = ids(&compiled);
     for group in ["group:code-shared", "group:docker", "group:sudo"] {
         assert!(ids.contains(&group), "{group}");

@@ -107,6 +107,39 @@ pub enum CatalogError {
     /// Sensitive content that was never sealed.
     #[error("{0}: sensitive content is not sealed")]
     UnsealedSecret(ResourceId),
+    /// A field breaks one of the [`crate::rules`] (unit names, git names, modes).
+    #[error("{id}: {field}: {message}")]
+    Rule {
+        /// The resource.
+        id: ResourceId,
+        /// Which field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// Two resources manage the same path (a file and a directory, say): every run would fail.
+    #[error("{second} manages the path {path} that {first} manages too")]
+    PathCollision {
+        /// The first resource on the path.
+        first: ResourceId,
+        /// The second.
+        second: ResourceId,
+        /// The path.
+        path: String,
+    },
+}
+
+/// The path a resource converges an object at (files, directories, links, clones, swap files):
+/// two resources on one path would fight every run.
+pub fn managed_path(spec: &ResourceSpec) -> Option<&str> {
+    match spec {
+        ResourceSpec::File(s) => Some(&s.path),
+        ResourceSpec::Directory(s) => Some(&s.path),
+        ResourceSpec::Symlink(s) => Some(&s.path),
+        ResourceSpec::GitClone(s) => Some(&s.path),
+        ResourceSpec::Swap(s) => Some(&s.path),
+        _ => None,
+    }
 }
 
 /// Whether `path` is absolute and normalized: starts with `/`, no empty, `.` or `..`
@@ -137,6 +170,7 @@ impl Catalog {
     /// characters in names. The agent calls this on every verified catalog before planning.
     pub fn validate(&self) -> Result<(), CatalogError> {
         let mut index: HashMap<&str, usize> = HashMap::with_capacity(self.resources.len());
+        let mut paths: HashMap<&str, &ResourceId> = HashMap::new();
         for (i, resource) in self.resources.iter().enumerate() {
             if !resource.spec.has_id(&resource.id) {
                 return Err(CatalogError::IdMismatch {
@@ -169,6 +203,20 @@ impl Catalog {
                     return Err(CatalogError::BadPath {
                         id: resource.id.clone(),
                         path: link.target.clone(),
+                    });
+                }
+            }
+            crate::rules::check_spec(&resource.spec).map_err(|broken| CatalogError::Rule {
+                id: resource.id.clone(),
+                field: broken.field,
+                message: broken.message,
+            })?;
+            if let Some(path) = managed_path(&resource.spec) {
+                if let Some(first) = paths.insert(path, &resource.id) {
+                    return Err(CatalogError::PathCollision {
+                        first: first.clone(),
+                        second: resource.id.clone(),
+                        path: path.to_string(),
                     });
                 }
             }
@@ -313,6 +361,50 @@ mod tests {
         ] {
             assert!(is_normal_absolute_path(good), "{good:?} must be accepted");
         }
+    }
+
+    #[test]
+    fn validate_applies_the_resource_rules_and_refuses_two_resources_on_one_path() {
+        use crate::resource::{DirectorySpec, FileContent, FileSpec, Mode, Replace};
+        use crate::resource::{ServiceSpec, ServiceState};
+        let service = Resource::new(ResourceSpec::Service(ServiceSpec {
+            name: "../x.service".into(),
+            enable: true,
+            ensure: ServiceState::Running,
+            subscribes: vec![],
+            restart: Default::default(),
+        }));
+        assert!(matches!(
+            catalog(vec![service]).validate(),
+            Err(CatalogError::Rule { field: "name", .. })
+        ));
+        let file = |mode| {
+            Resource::new(ResourceSpec::File(FileSpec {
+                path: "/etc/x".into(),
+                owner: "root".into(),
+                group: "root".into(),
+                mode: Mode(mode),
+                content: FileContent::Text(String::new()),
+                replace: Replace::Always,
+                backup: false,
+            }))
+        };
+        assert!(matches!(
+            catalog(vec![file(0o4777)]).validate(),
+            Err(CatalogError::Rule { field: "mode", .. })
+        ));
+        let dir = Resource::new(ResourceSpec::Directory(DirectorySpec {
+            path: "/etc/x".into(),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: Mode(0o755),
+            replace: Default::default(),
+        }));
+        let err = catalog(vec![file(0o644), dir]).validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "directory:/etc/x manages the path /etc/x that file:/etc/x manages too"
+        );
     }
 
     #[test]

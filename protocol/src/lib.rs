@@ -20,6 +20,7 @@ pub mod privileged;
 pub mod report;
 pub mod request;
 pub mod resource;
+pub mod rules;
 pub mod seal;
 pub mod secret;
 pub mod strict;

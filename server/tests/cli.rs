@@ -110,6 +110,40 @@ fn check_reports_every_error_with_file_and_line_and_exits_1() {
 }
 
 #[test]
+fn check_finds_what_only_a_compile_for_some_host_finds_without_vault_data() {
+    // Issue 12.9: a unit name that renders with a newline used to pass `check` (exit 0) and
+    // fail every host's compile; the raw newline also broke the error output.
+    let site = site_copy();
+    let site_yaml = site.path().join("site.yaml");
+    let text = fs::read_to_string(&site_yaml).unwrap();
+    let broken = text.replace(
+        "name: \"t3-serve@{{ user.name }}.service\"",
+        "name: \"t3-serve@{{ user.name }}\\n.service\"",
+    );
+    assert_ne!(
+        text, broken,
+        "the example site changed shape; update this test"
+    );
+    fs::write(&site_yaml, broken).unwrap();
+    let out = server(&["check", "--site", site.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "stdout: {}", stdout(&out));
+    let err = stderr(&out);
+    // The instance (the restart's user) is read from the name first, and refused there.
+    let line = err
+        .lines()
+        .find(|l| l.contains("(for user `emo`)"))
+        .unwrap_or_else(|| panic!("no error for emo's unit: {err}"));
+    assert!(
+        line.starts_with(&format!("{}:", site_yaml.display())),
+        "{line}"
+    );
+    assert!(
+        line.contains("emo\\n"),
+        "the newline is escaped, on one line: {line}"
+    );
+}
+
+#[test]
 fn check_with_vault_data_refuses_a_tier_that_disagrees_with_k8s_users() {
     let site = site_copy();
     let vault = site.path().join("vault-data.yaml");

@@ -20,15 +20,29 @@
 //!   `systemctl show -p NeedDaemonReload --value UNIT` and runs `systemctl daemon-reload` when
 //!   it says `yes`. That covers a refresh caused by a changed unit file or drop-in.
 //!
+//! - **Idle-gated restart** (`restart: when_idle`, see [`crate::pending`]): a restart that is
+//!   due (a subscribed resource changed in this run, or an earlier run deferred it) of a unit
+//!   that is running waits while its user is *active*: a logind session of the root that is
+//!   not closing, or a process with a controlling terminal outside a detached multiplexer pane
+//!   ([`crate::sessions::activity`]). Then the enablement is still converged, the restart is
+//!   recorded in [`crate::pending::PATH`] (first deferral kept) and the resource is reported
+//!   [`Outcome::Deferred`] with the activity, since when, and the retry rule. It is retried at
+//!   every run and by the daemon's minute check; once the user is idle (or has no account)
+//!   the unit is restarted and the record removed, the message saying since when it had
+//!   waited. Past `max_defer_secs` since the first deferral it is restarted although the user
+//!   is active, and the message says so. A unit that is not running is simply started; one
+//!   that should be stopped drops its record. `restart: immediately` is unchanged.
+//!
 //! Template instances (`t3-serve@emo.service`) need nothing special: `is-enabled` and
 //! `enable` take the instance name and link it to the template.
 
 use std::process::Command;
 
-use steward_protocol::{ServiceSpec, ServiceState};
+use steward_protocol::{Restart, ServiceSpec, ServiceState};
 
 use crate::command::{self, Output};
 use crate::engine::{Context, Outcome};
+use crate::pending;
 
 /// Converges one `service` resource; `refresh` restarts it (when it should be running).
 pub fn apply(spec: &ServiceSpec, cx: &Context<'_>, refresh: bool) -> anyhow::Result<Outcome> {
@@ -44,8 +58,31 @@ pub fn apply(spec: &ServiceSpec, cx: &Context<'_>, refresh: bool) -> anyhow::Res
     } else {
         None
     };
-    let plan = plan(spec, &file_state, active, refresh).map_err(anyhow::Error::msg)?;
+    // A restart deferred by an earlier run is still due.
+    let pending = match &spec.restart {
+        Restart::WhenIdle { .. } => pending::get(cx.host, unit)?,
+        Restart::Immediately => None,
+    };
+    let plan = plan(spec, &file_state, active, refresh || pending.is_some())
+        .map_err(anyhow::Error::msg)?;
+    let gate = match (&spec.restart, plan.run) {
+        (
+            Restart::WhenIdle {
+                user,
+                max_defer_secs,
+            },
+            Some(RunAction::Restart),
+        ) => Some(idle_gate(cx, user, *max_defer_secs, pending.as_ref())?),
+        _ => None,
+    };
+    if let Some(Gate::Defer(record)) = gate {
+        return defer(cx, unit, plan.enablement, record);
+    }
+    // Whatever happens below settles the restart an earlier run deferred: done, forced, not
+    // needed (the unit is started, or stopped), or not possible (no running systemd).
+    let settled = pending.filter(|_| !cx.noop);
     if plan.is_empty() {
+        forget(cx, settled.as_ref())?;
         return Ok(Outcome::Unchanged);
     }
     let mut done = Vec::new();
@@ -53,7 +90,7 @@ pub fn apply(spec: &ServiceSpec, cx: &Context<'_>, refresh: bool) -> anyhow::Res
         if !cx.noop {
             systemctl_checked(cx, &[enablement.verb()], unit)?;
         }
-        done.push(enablement.past());
+        done.push(enablement.past().to_string());
     }
     if let Some(action) = plan.run {
         if !cx.noop {
@@ -62,8 +99,12 @@ pub fn apply(spec: &ServiceSpec, cx: &Context<'_>, refresh: bool) -> anyhow::Res
             }
             systemctl_checked(cx, &[action.verb()], unit)?;
         }
-        done.push(action.past());
+        done.push(match &gate {
+            Some(gate) => gate.restarted(),
+            None => action.past().to_string(),
+        });
     }
+    forget(cx, settled.as_ref())?;
     let said = done.join(", ");
     if let Some(left) = plan.not_possible {
         // Only the enablement could be converged (see `Plan::not_possible`).
@@ -83,6 +124,132 @@ pub fn apply(spec: &ServiceSpec, cx: &Context<'_>, refresh: bool) -> anyhow::Res
         diff: None,
         corrective: plan.corrective(),
     })
+}
+
+/// What the idle gate says about a due restart of a `when_idle` unit.
+#[derive(Debug)]
+enum Gate {
+    /// Restart now; `waited` is the first deferral when an earlier run deferred it.
+    Idle { user: String, waited: Option<i64> },
+    /// Restart although the user is active: deferred for longer than `max_defer`.
+    Forced {
+        user: String,
+        activity: String,
+        since: i64,
+        max_defer: u64,
+    },
+    /// Wait: the record to keep.
+    Defer(pending::Record),
+}
+
+impl Gate {
+    /// The words for a restart that happens.
+    fn restarted(&self) -> String {
+        match self {
+            Gate::Idle {
+                user,
+                waited: Some(since),
+            } => format!(
+                "restarted (subscribed resource changed; deferred since {} while {user} was \
+                 active, {user} is idle now)",
+                pending::rfc3339(*since)
+            ),
+            Gate::Idle { waited: None, .. } | Gate::Defer(_) => RunAction::Restart.past().into(),
+            Gate::Forced {
+                user,
+                activity,
+                since,
+                max_defer,
+            } => format!(
+                "restarted although {user} is active ({activity}): deferred since {}, longer \
+                 than max_defer {}",
+                pending::rfc3339(*since),
+                pending::duration(*max_defer)
+            ),
+        }
+    }
+}
+
+/// Applies the one rule of [`pending::decide`] to `user`'s activity now.
+fn idle_gate(
+    cx: &Context<'_>,
+    user: &str,
+    max_defer_secs: Option<u64>,
+    pending: Option<&pending::Record>,
+) -> anyhow::Result<Gate> {
+    let activity = pending::user_activity(cx.host, &*cx.accounts()?, user)?;
+    let active = activity.as_ref().is_some_and(|a| a.is_active());
+    let since = pending.map(|r| r.since);
+    Ok(
+        match pending::decide(active, since, max_defer_secs, crate::state::now()) {
+            pending::Decision::Restart => Gate::Idle {
+                user: user.to_string(),
+                waited: since,
+            },
+            pending::Decision::Force { since, max_defer } => Gate::Forced {
+                user: user.to_string(),
+                activity: activity.map(|a| a.describe()).unwrap_or_default(),
+                since,
+                max_defer,
+            },
+            pending::Decision::Defer { since } => Gate::Defer(pending::Record {
+                unit: String::new(),
+                user: user.to_string(),
+                since,
+                reason: activity.map(|a| a.describe()).unwrap_or_default(),
+                max_defer_secs,
+            }),
+        },
+    )
+}
+
+/// Defers the restart of `unit`: converges the enablement, keeps the record (not under noop)
+/// and says why, since when and when it is retried.
+fn defer(
+    cx: &Context<'_>,
+    unit: &str,
+    enablement: Option<Enablement>,
+    mut record: pending::Record,
+) -> anyhow::Result<Outcome> {
+    record.unit = unit.to_string();
+    let mut message = String::new();
+    if let Some(enablement) = enablement {
+        if !cx.noop {
+            systemctl_checked(cx, &[enablement.verb()], unit)?;
+        }
+        message.push_str(&format!(
+            "{}{}; ",
+            if cx.noop { "would be " } else { "" },
+            enablement.past()
+        ));
+    }
+    message.push_str(&format!(
+        "restart {}deferred: {user} is active ({activity}) since {since}; retried within a \
+         minute of {user} going idle",
+        if cx.noop { "would be " } else { "" },
+        user = record.user,
+        activity = record.reason,
+        since = pending::rfc3339(record.since),
+    ));
+    if let Some(max) = record.max_defer_secs {
+        message.push_str(&format!(
+            ", forced at {} (max_defer {})",
+            pending::rfc3339(record.since.saturating_add_unsigned(max)),
+            pending::duration(max)
+        ));
+    }
+    if !cx.noop {
+        pending::put(cx.host, record)?;
+    }
+    Ok(Outcome::Deferred(message))
+}
+
+/// Removes the record of a restart that is settled.
+fn forget(cx: &Context<'_>, settled: Option<&pending::Record>) -> anyhow::Result<()> {
+    if let Some(record) = settled {
+        pending::remove(cx.host, &record.unit)?;
+    }
+    Ok(())
 }
 
 /// What `systemctl is-enabled` says about a unit.

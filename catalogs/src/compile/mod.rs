@@ -16,6 +16,7 @@
 mod glob;
 mod prepare;
 mod render;
+mod shapes;
 mod users;
 
 #[cfg(test)]
@@ -32,6 +33,7 @@ use steward_protocol::{
 };
 
 pub use glob::glob_match;
+pub use shapes::{check_host_shapes, host_shapes};
 
 use self::prepare::{prepare_bundle, syntax_error, Kind, PreparedBundle};
 use self::render::{Emitted, Renderer, Scope};
@@ -39,7 +41,8 @@ use self::users::{
     allocate_ports, node_user, removed_user_loc, roster_users_on, tier_value, NodeUser,
 };
 use crate::model::{
-    HostClass, Loc, ManagedUser, Site, SiteError, SiteErrors, State, UserState, VaultData,
+    is_privileged, HostClass, Loc, ManagedUser, Site, SiteError, SiteErrors, State, UserState,
+    VaultData,
 };
 use crate::template::{data_map, RenderContext, Templates, Tracker};
 
@@ -352,6 +355,8 @@ fn catalog_error(err: &CatalogError, resources: &[Resource], locs: &[Cow<'_, Loc
         | CatalogError::IdMismatch { id, .. }
         | CatalogError::BadPath { id, .. }
         | CatalogError::ControlCharacters { id, .. }
+        | CatalogError::Rule { id, .. }
+        | CatalogError::PathCollision { second: id, .. }
         | CatalogError::UnknownDependency { from: id, .. } => id,
     };
     let loc = resources.iter().position(|r| &r.id == id).map_or_else(
@@ -366,7 +371,24 @@ fn catalog_error(err: &CatalogError, resources: &[Resource], locs: &[Cow<'_, Loc
 fn diagnose(resources: &[Resource], locs: &[Cow<'_, Loc>], site: &Site) -> Vec<SiteError> {
     let mut errors = Vec::new();
     let mut first: HashMap<&ResourceId, usize> = HashMap::new();
+    let mut on_path: HashMap<&str, usize> = HashMap::new();
     for (i, resource) in resources.iter().enumerate() {
+        if let Some(path) = steward_protocol::catalog::managed_path(&resource.spec) {
+            match on_path.get(path) {
+                Some(&j) if resources[j].id != resource.id => errors.push(SiteError::new(
+                    locs[i].clone().into_owned(),
+                    "path",
+                    format!(
+                        "`{}` manages the path {path} that `{}` ({}) manages too; every run would fail",
+                        resource.id, resources[j].id, locs[j]
+                    ),
+                )),
+                Some(_) => {}
+                None => {
+                    on_path.insert(path, i);
+                }
+            }
+        }
         if let Some(&j) = first.get(&resource.id) {
             errors.push(SiteError::new(
                 locs[i].clone().into_owned(),
@@ -509,6 +531,7 @@ impl<'c> Session<'c> {
             &Scope {
                 ctx: &base,
                 user: None,
+                home: None,
             },
             None,
         );
@@ -601,6 +624,7 @@ impl<'c> Session<'c> {
         let scope = Scope {
             ctx: &ctx,
             user: Some((&roster.name, &user_id)),
+            home: Some(&user.home),
         };
         if roster.state != UserState::Present {
             let rendered = self.render_bundles(&user.tier.bundles, &scope, Some(Kind::Service));
@@ -630,14 +654,32 @@ impl<'c> Session<'c> {
             shell: user.shell.clone(),
             home: user.home.clone(),
             home_mode: site.config.users.home_mode,
-            groups: user.groups.clone(),
+            // Privileged groups travel apart, so the agent can refuse one in `groups` and
+            // report those held beyond the tier as drift.
+            groups: user
+                .groups
+                .iter()
+                .filter(|g| !is_privileged(g))
+                .cloned()
+                .collect(),
             comment: roster.full_name.clone(),
             lock_at_creation: site.config.users.lock_at_creation,
             ensure: UserEnsure::Present,
-            privileged_groups: Vec::new(),
-            revoke_groups: Vec::new(),
-            enforce: Vec::new(),
-            tier: None,
+            privileged_groups: user
+                .groups
+                .iter()
+                .filter(|g| is_privileged(g))
+                .cloned()
+                .collect(),
+            revoke_groups: roster.revoke_groups.clone(),
+            enforce: {
+                let mut enforce = site.config.users.enforce.clone();
+                enforce.extend(&roster.enforce);
+                enforce.sort();
+                enforce.dedup();
+                enforce
+            },
+            tier: Some(roster.tier.clone()),
         }));
         for group in &user.groups {
             account = account.requiring(ResourceId::new("group", group));
@@ -690,7 +732,7 @@ impl<'c> Session<'c> {
             UserState::Purged => (
                 UserEnsure::Purged {
                     archive_dir: site.config.archive_dir.clone(),
-                    terminate_sessions: true,
+                    terminate_sessions: site.config.terminate_sessions,
                 },
                 ids,
             ),

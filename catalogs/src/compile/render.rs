@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use minijinja::context;
 use minijinja::value::{Value, ValueKind};
 use steward_protocol::{
-    DirectorySpec, ExecSpec, FileContent, FileSpec, GitCloneSpec, GroupSpec, Mode, PackageSpec,
-    Replace, Resource, ResourceId, ResourceSpec, Secret, ServiceSpec, ServiceState, SwapSpec,
-    SymlinkReplace, SymlinkSpec,
+    DirectoryReplace, DirectorySpec, ExecSpec, FileContent, FileSpec, GitCloneSpec, GroupSpec,
+    Mode, PackageSpec, Replace, Resource, ResourceId, ResourceSpec, Restart, Secret, ServiceSpec,
+    ServiceState, SwapSpec, SymlinkReplace, SymlinkSpec,
 };
 
 use super::prepare::{is_normal_path, path_message, Field, FieldValue, Kind, PreparedResource};
@@ -31,11 +31,21 @@ pub(super) struct Renderer<'a> {
 pub(super) struct Scope<'a> {
     pub ctx: &'a Value,
     pub user: Option<(&'a str, &'a ResourceId)>,
+    /// The user's home, in a user bundle.
+    pub home: Option<&'a str>,
 }
 
 impl Scope<'_> {
     fn user_name(&self) -> Option<&str> {
         self.user.map(|(name, _)| name)
+    }
+
+    /// Whether `path` is inside the user's home (not the home itself), in a user bundle.
+    fn in_home(&self, path: &str) -> bool {
+        self.home.is_some_and(|home| {
+            path.strip_prefix(home)
+                .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
+        })
     }
 }
 
@@ -132,7 +142,12 @@ impl<'a> Renderer<'a> {
             ctx,
             scope,
         };
-        let mut resource = resource(fields.spec()?);
+        let spec = fields.spec()?;
+        // The rules the agent applies again (unit names, git names, modes), here with the
+        // template's line, so a catalog the agent would refuse never leaves the server.
+        steward_protocol::rules::check_spec(&spec)
+            .map_err(|broken| fields.error(broken.field, broken.message))?;
+        let mut resource = resource(spec);
         if let Some((_, user_id)) = scope.user {
             resource.requires.push(user_id.clone());
         }
@@ -402,6 +417,68 @@ impl Fields<'_> {
         }
     }
 
+    /// `restart:` of a service: `immediately` (default) or `when_idle`, whose user is `user:`
+    /// or the instance of a template unit (`t3-serve@emo.service` → `emo`), and whose optional
+    /// `max_defer` is a duration (`8h`).
+    fn restart(&self, unit: &str) -> Result<Restart, SiteError> {
+        let user = self.str("user")?;
+        let max_defer = self.str("max_defer")?;
+        match self.str("restart")?.as_deref() {
+            None | Some("immediately") => {
+                if let Some(field) = [("user", &user), ("max_defer", &max_defer)]
+                    .into_iter()
+                    .find_map(|(name, value)| value.as_ref().map(|_| name))
+                {
+                    return Err(self.error(
+                        field,
+                        format!("`{field}` only applies to `restart: when_idle`"),
+                    ));
+                }
+                Ok(Restart::Immediately)
+            }
+            Some("when_idle") => {
+                let user = match user.or_else(|| unit_instance(unit).map(str::to_string)) {
+                    Some(user) if crate::site::is_linux_name(&user) => user,
+                    Some(user) => {
+                        return Err(self.error(
+                            "user",
+                            format!("`{user}` is not a user name; `when_idle` needs whose activity gates the restart"),
+                        ))
+                    }
+                    None => {
+                        return Err(self.error(
+                            "user",
+                            format!(
+                                "`{unit}` is not a template instance (name@user.service); give `user:` for `restart: when_idle`"
+                            ),
+                        ))
+                    }
+                };
+                let max_defer_secs = match max_defer {
+                    None => None,
+                    Some(text) => Some(
+                        crate::site::parse_duration(&text)
+                            .and_then(|secs| u64::try_from(secs).ok())
+                            .ok_or_else(|| {
+                                self.error(
+                                    "max_defer",
+                                    format!("`{text}` is not a duration; write a number and a unit: 90s, 30m, 12h or 7d"),
+                                )
+                            })?,
+                    ),
+                };
+                Ok(Restart::WhenIdle {
+                    user,
+                    max_defer_secs,
+                })
+            }
+            Some(other) => Err(self.error(
+                "restart",
+                format!("expected immediately or when_idle, got `{other}`"),
+            )),
+        }
+    }
+
     fn owner(&self, name: &str) -> Result<String, SiteError> {
         Ok(self
             .str(name)?
@@ -482,10 +559,24 @@ impl Fields<'_> {
                     Some("if_marked") => Replace::IfMarked {
                         marker: self.required("marker")?,
                     },
+                    Some("if_stale") => {
+                        let marker = self.required("marker")?;
+                        let current = self.required("current")?;
+                        if marker.is_empty() || !current.contains(&marker) {
+                            return Err(self.error(
+                                "current",
+                                "replace: if_stale needs a non-empty `marker` that `current` contains \
+                                 (every variant carries the marker; only this one carries `current`)",
+                            ));
+                        }
+                        Replace::IfStale { marker, current }
+                    }
                     Some(other) => {
                         return Err(self.error(
                             "replace",
-                            format!("expected always, if_absent or if_marked, got `{other}`"),
+                            format!(
+                                "expected always, if_absent, if_marked or if_stale, got `{other}`"
+                            ),
                         ))
                     }
                 };
@@ -499,13 +590,29 @@ impl Fields<'_> {
                     backup: self.bool("backup")?.unwrap_or(false),
                 })
             }
-            Kind::Directory => ResourceSpec::Directory(DirectorySpec {
-                path: self.required_path("path")?,
-                owner: self.owner("owner")?,
-                group: self.owner("group")?,
-                mode: self.mode(0o755)?,
-                replace: Default::default(),
-            }),
+            Kind::Directory => {
+                let path = self.required_path("path")?;
+                let replace = match self.str("replace")?.as_deref() {
+                    Some("always") => DirectoryReplace::Always,
+                    Some("if_absent") => DirectoryReplace::IfAbsent,
+                    // What is already in someone's home is theirs (issue: "don't break emo").
+                    None if self.scope.in_home(&path) => DirectoryReplace::IfAbsent,
+                    None => DirectoryReplace::Always,
+                    Some(other) => {
+                        return Err(self.error(
+                            "replace",
+                            format!("expected always or if_absent, got `{other}`"),
+                        ))
+                    }
+                };
+                ResourceSpec::Directory(DirectorySpec {
+                    path,
+                    owner: self.owner("owner")?,
+                    group: self.owner("group")?,
+                    mode: self.mode(0o755)?,
+                    replace,
+                })
+            }
             Kind::Symlink => ResourceSpec::Symlink(SymlinkSpec {
                 path: self.required_path("path")?,
                 target: self.required_path("target")?,
@@ -522,27 +629,31 @@ impl Fields<'_> {
                     }
                 },
             }),
-            Kind::Service => ResourceSpec::Service(ServiceSpec {
-                name: self.required("name")?,
-                enable: self.bool("enable")?.unwrap_or(true),
-                ensure: match self.str("ensure")?.as_deref() {
-                    None | Some("running") => ServiceState::Running,
-                    Some("stopped") => ServiceState::Stopped,
-                    Some(other) => {
-                        return Err(self.error(
-                            "ensure",
-                            format!("expected running or stopped, got `{other}`"),
-                        ))
-                    }
-                },
-                subscribes: self
-                    .list("subscribes")?
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(ResourceId)
-                    .collect(),
-                restart: Default::default(),
-            }),
+            Kind::Service => {
+                let name = self.required("name")?;
+                let restart = self.restart(&name)?;
+                ResourceSpec::Service(ServiceSpec {
+                    name,
+                    enable: self.bool("enable")?.unwrap_or(true),
+                    ensure: match self.str("ensure")?.as_deref() {
+                        None | Some("running") => ServiceState::Running,
+                        Some("stopped") => ServiceState::Stopped,
+                        Some(other) => {
+                            return Err(self.error(
+                                "ensure",
+                                format!("expected running or stopped, got `{other}`"),
+                            ))
+                        }
+                    },
+                    subscribes: self
+                        .list("subscribes")?
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(ResourceId)
+                        .collect(),
+                    restart,
+                })
+            }
             Kind::GitClone => {
                 let url = self.required("url")?;
                 let mut remotes = self.map("remotes")?;
@@ -557,7 +668,7 @@ impl Fields<'_> {
                     config: self.map("config")?,
                     remotes,
                     refresh: self.bool("refresh")?.unwrap_or(false),
-                    migrate_from: None,
+                    migrate_from: self.path("migrate_from")?,
                 })
             }
             Kind::Swap => ResourceSpec::Swap(SwapSpec {
@@ -587,4 +698,11 @@ impl Fields<'_> {
             }
         })
     }
+}
+
+/// The instance of a template unit: `t3-serve@emo.service` → `emo`.
+fn unit_instance(unit: &str) -> Option<&str> {
+    let (_, rest) = unit.split_once('@')?;
+    let (instance, _) = rest.rsplit_once('.')?;
+    (!instance.is_empty()).then_some(instance)
 }

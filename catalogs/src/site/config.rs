@@ -59,6 +59,7 @@ pub(crate) fn default_config() -> SiteConfig {
             home_mode: DEFAULT_HOME_MODE,
             lock_at_creation: true,
             requires: Vec::new(),
+            enforce: Vec::new(),
         },
         ports: None,
         vault: VaultSettings {
@@ -67,6 +68,7 @@ pub(crate) fn default_config() -> SiteConfig {
         },
         catalog_expires_after_secs: DEFAULT_EXPIRES_AFTER_SECS,
         archive_dir: DEFAULT_ARCHIVE_DIR.to_owned(),
+        terminate_sessions: true,
         vars: BTreeMap::new(),
         bundles: BTreeMap::new(),
     }
@@ -118,7 +120,17 @@ pub(crate) fn parse(
         }
     }
     if let Some(e) = top.get("offboarding") {
-        if let Some(f) = fields(ctx, "offboarding", e.value, &["archive_dir"]) {
+        if let Some(f) = fields(
+            ctx,
+            "offboarding",
+            e.value,
+            &["archive_dir", "terminate_sessions"],
+        ) {
+            if let Some(e) = f.get("terminate_sessions") {
+                if let Some(v) = boolean(ctx, "offboarding.terminate_sessions", e.value) {
+                    config.terminate_sessions = v;
+                }
+            }
             if let Some(e) = f.get("archive_dir") {
                 let field = "offboarding.archive_dir";
                 if let Some(dir) = text(ctx, field, e.value) {
@@ -248,10 +260,19 @@ fn parse_user_defaults(
         ctx,
         "users",
         node,
-        &["shell", "home_mode", "lock_at_creation", "requires"],
+        &[
+            "shell",
+            "home_mode",
+            "lock_at_creation",
+            "requires",
+            "enforce",
+        ],
     ) else {
         return;
     };
+    if let Some(e) = f.get("enforce") {
+        users.enforce = user_attributes(ctx, "users.enforce", e.value);
+    }
     if let Some(e) = f.get("shell") {
         if let Some(shell) = text(ctx, "users.shell", e.value) {
             if is_normal_absolute_path(&shell) {
@@ -286,6 +307,38 @@ fn parse_user_defaults(
             users.requires.push(id);
         }
     }
+}
+
+/// A list of account attributes (`[shell, comment]`), each named once.
+pub(crate) fn user_attributes(
+    ctx: &mut Ctx<'_>,
+    field: &str,
+    node: &Node,
+) -> Vec<steward_protocol::UserAttribute> {
+    let mut out = Vec::new();
+    for (i, (line, name)) in text_list(ctx, field, node)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let known = steward_protocol::UserAttribute::ALL;
+        match known.iter().find(|a| a.as_str() == name) {
+            Some(attr) if out.contains(attr) => {
+                ctx.error(line, &format!("{field}[{i}]"), format!("{name:?} is listed twice"))
+            }
+            Some(attr) => out.push(*attr),
+            None => ctx.error(
+                line,
+                &format!("{field}[{i}]"),
+                format!(
+                    "{name:?} is not an attribute Steward can enforce on an existing account; use {}",
+                    known.map(|a| a.as_str()).join(" or ")
+                ),
+            ),
+        }
+    }
+    out.sort();
+    out
 }
 
 /// A mode, written quoted (`"0700"`) or plain (`0700`, read as the digits written).
@@ -657,25 +710,36 @@ fn check_file(
         }
     }
     let replace = str_field(template, "replace").map(|(_, r)| r);
-    let marker = str_field(template, "marker");
-    match (replace, marker) {
-        (Some("if_marked"), None) => {
-            let line = template
-                .fields
-                .get("replace")
-                .map_or(kind_line, |(l, _)| *l);
-            ctx.error(
-                line,
+    let replace_line = template
+        .fields
+        .get("replace")
+        .map_or(kind_line, |(l, _)| *l);
+    // Which replace policy needs (and alone takes) each of these fields.
+    for (name, needed_by) in [
+        ("marker", &["if_marked", "if_stale"][..]),
+        ("current", &["if_stale"][..]),
+    ] {
+        let used_by = needed_by
+            .iter()
+            .map(|p| format!("replace: {p}"))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        match (replace, str_field(template, name)) {
+            (Some(r), None) if needed_by.contains(&r) => ctx.error(
+                replace_line,
                 &join(kpath, "replace"),
-                "replace: if_marked needs a marker; add marker: <text the file must contain to be replaced>",
-            );
+                match name {
+                    "marker" => format!("replace: {r} needs a marker; add marker: <text Steward's file carries>"),
+                    _ => format!("replace: {r} needs current; add current: <text only this variant of the file carries>"),
+                },
+            ),
+            (r, Some((line, _))) if !r.is_some_and(|r| needed_by.contains(&r)) => ctx.error(
+                line,
+                &join(kpath, name),
+                format!("a {name} is only used with {used_by}"),
+            ),
+            _ => {}
         }
-        (r, Some((line, _))) if r != Some("if_marked") => ctx.error(
-            line,
-            &join(kpath, "marker"),
-            "a marker is only used with replace: if_marked",
-        ),
-        _ => {}
     }
 }
 

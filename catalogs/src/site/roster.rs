@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use steward_protocol::is_normal_absolute_path;
 
-use crate::model::{CodeLayout, PortRange, Roster, RosterUser, Tier, UserState, PRIVILEGED_GROUPS};
+use crate::model::{is_privileged, CodeLayout, PortRange, Roster, RosterUser, Tier, UserState};
 use crate::site::read::{
     entries, fields, integer, is_host_glob, is_linux_name, join, text, text_list, Ctx,
 };
@@ -23,6 +23,8 @@ pub(crate) const USER_KEYS: &[&str] = &[
     "shell",
     "uid",
     "groups",
+    "revoke_groups",
+    "enforce",
     "port",
     "home",
     "full_name",
@@ -159,6 +161,8 @@ fn parse_user(
         shell: None,
         uid: None,
         groups: Vec::new(),
+        revoke_groups: Vec::new(),
+        enforce: Vec::new(),
         port: None,
         home: None,
         full_name: None,
@@ -339,7 +343,7 @@ fn parse_user(
                         &item_field,
                         format!("{group:?} is not a valid group name"),
                     );
-                } else if PRIVILEGED_GROUPS.contains(&group.as_str())
+                } else if is_privileged(group)
                     && others.tiers.is_some()
                     && !tier.is_some_and(|t| t.privileged_groups.contains(group))
                 {
@@ -355,6 +359,39 @@ fn parse_user(
             }
             user.groups = unique(ctx, &field, items);
         }
+    }
+
+    if let Some(e) = f.get("revoke_groups") {
+        let field = join(&path, "revoke_groups");
+        if let Some(items) = text_list(ctx, &field, e.value) {
+            for (i, (item_line, group)) in items.iter().enumerate() {
+                let item_field = format!("{field}[{i}]");
+                let granted = tier.is_some_and(|t| {
+                    t.groups.contains(group) || t.privileged_groups.contains(group)
+                }) || user.groups.contains(group);
+                if !is_linux_name(group) {
+                    ctx.error(
+                        *item_line,
+                        &item_field,
+                        format!("{group:?} is not a valid group name"),
+                    );
+                } else if granted {
+                    ctx.error(
+                        *item_line,
+                        &item_field,
+                        format!(
+                            "group {group:?} is granted to this user (tier {:?} or groups); it cannot also be revoked",
+                            user.tier
+                        ),
+                    );
+                }
+            }
+            user.revoke_groups = unique(ctx, &field, items);
+        }
+    }
+
+    if let Some(e) = f.get("enforce") {
+        user.enforce = super::config::user_attributes(ctx, &join(&path, "enforce"), e.value);
     }
 
     if let Some(e) = f.get("port") {
@@ -446,7 +483,7 @@ fn check_os_user(ctx: &mut Ctx<'_>, path: &str, line: u32, name: &str) {
             path,
             format!("{name:?} is a system account; pick another os_user"),
         );
-    } else if PRIVILEGED_GROUPS.contains(&name) {
+    } else if is_privileged(name) {
         ctx.error(
             line,
             path,

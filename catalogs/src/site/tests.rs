@@ -128,7 +128,9 @@ users:
     hosts: ["devvm*", "ws-??"]
     shell: /usr/bin/zsh
     uid: 900
-    groups: [sudo, video]
+    groups: [sudo, plugdev]
+    revoke_groups: [lxd]
+    enforce: [shell]
     port: 8101
     home: /home/alice/home
     full_name: Alice Liddell
@@ -141,7 +143,9 @@ users:
     assert_eq!(u.hosts, ["devvm*", "ws-??"]);
     assert_eq!(u.shell.as_deref(), Some("/usr/bin/zsh"));
     assert_eq!(u.uid, Some(900));
-    assert_eq!(u.groups, ["sudo", "video"]);
+    assert_eq!(u.groups, ["sudo", "plugdev"]);
+    assert_eq!(u.revoke_groups, ["lxd"]);
+    assert_eq!(u.enforce, [steward_protocol::UserAttribute::Shell]);
     assert_eq!(u.port, Some(8101));
     assert_eq!(u.home_dir(), "/home/alice/home");
     assert_eq!(u.full_name.as_deref(), Some("Alice Liddell"));
@@ -149,8 +153,8 @@ users:
         serde_json::to_value(&u.flags).unwrap(),
         json!({"ha": true, "quota_gb": 20, "note": "hi", "nothing": null})
     );
-    assert_eq!(u.field_lines.len(), 15);
-    assert_eq!(u.loc_of("flags").to_string(), "roster.yaml:17");
+    assert_eq!(u.field_lines.len(), 17);
+    assert_eq!(u.loc_of("flags").to_string(), "roster.yaml:19");
     assert_eq!(u.loc_of("uid").to_string(), "roster.yaml:12");
 }
 
@@ -246,7 +250,7 @@ bundles:
     - package: { name: zsh, version: 1 }
       whenn: x
 "#), @r#"
-    roster.yaml:2: users.emo.colour: unknown key; expected one of: authentik_user, k8s_user, tier, namespaces, code_layout, repos, state, hosts, shell, uid, groups, port, home, full_name, flags
+    roster.yaml:2: users.emo.colour: unknown key; expected one of: authentik_user, k8s_user, tier, namespaces, code_layout, repos, state, hosts, shell, uid, groups, revoke_groups, enforce, port, home, full_name, flags
     roster.yaml:2: users.emo.teir: unknown key; did you mean "tier"?
     roster.yaml:3: user: unknown key; did you mean "users"?
     site.yaml:1: ports.size: unknown key; expected one of: start, end
@@ -254,7 +258,7 @@ bundles:
     site.yaml:4: users.shel: unknown key; did you mean "shell"?
     site.yaml:5: vault.roles_paths: unknown key; did you mean "roles_path"?
     site.yaml:6: catalog.expires: unknown key; expected one of: expires_after
-    site.yaml:7: offboarding.archive: unknown key; expected one of: archive_dir
+    site.yaml:7: offboarding.archive: unknown key; expected one of: archive_dir, terminate_sessions
     site.yaml:8: bundless: unknown key; did you mean "bundles"?
     site.yaml:11: bundles.base[0].package.version: unknown key; expected one of: name
     site.yaml:12: bundles.base[0].whenn: unknown key; did you mean "when"?
@@ -379,7 +383,7 @@ fn roster_rejects_uid0_and_privileged_groups_without_flag() {
 //- roster.yaml
 users:
   mallory: { authentik_user: m, k8s_user: m, tier: power-user, uid: 0 }
-  trudy: { authentik_user: t, k8s_user: t, tier: power-user, uid: 999, groups: [video, sudo, docker] }
+  trudy: { authentik_user: t, k8s_user: t, tier: power-user, uid: 999, groups: [plugdev, sudo, docker] }
   root2: { authentik_user: r, k8s_user: r, tier: admin, uid: 0 }
   nobody2: { authentik_user: n, k8s_user: n, tier: admin, uid: 65534 }
   neg: { authentik_user: x, k8s_user: x, tier: admin, uid: -1 }
@@ -402,12 +406,39 @@ fn tiers_reject_privileged_groups_not_granted_explicitly() {
 //- tiers.yaml
 tiers:
   power-user: { groups: [code-shared, docker] }
-  admin: { groups: [sudo], privileged_groups: [sudo, video] }
+  admin: { groups: [sudo], privileged_groups: [sudo, plugdev] }
   Bad_Name: {}
 "#), @r#"
     tiers.yaml:2: tiers.power-user.groups[1]: group "docker" is privileged; also list it in privileged_groups to grant it on purpose
-    tiers.yaml:3: tiers.admin.privileged_groups[1]: "video" is not a privileged group (sudo, root, wheel, docker, adm); list it under groups instead
+    tiers.yaml:3: tiers.admin.privileged_groups[1]: "plugdev" is not a privileged group (docs/site-format.md lists them); list it under groups instead
     tiers.yaml:4: tiers.Bad_Name: "Bad_Name" is not a valid tier name; use lowercase letters, digits, "_" and "-", starting with a letter
+    "#);
+}
+
+#[test]
+fn every_root_equivalent_group_needs_a_tier_grant_and_revocation_cannot_contradict_it() {
+    // THREATS S5: a roster line alone never grants root. Each of these gives root or every
+    // secret on Debian (disk: raw devices; shadow: hashes; staff: /usr/local in root's PATH;
+    // lxd, incus-admin, libvirt, kvm: VM and container managers; systemd-journal: all logs).
+    assert_snapshot!(check(r#"
+//- roster.yaml
+users:
+  frank: { authentik_user: f, k8s_user: f, tier: power-user, groups: [disk, shadow, staff, lxd, incus-admin, libvirt, kvm, systemd-journal] }
+  boss: { authentik_user: b, k8s_user: b, tier: admin, revoke_groups: [sudo, docker, Bad] }
+  emo: { authentik_user: e, k8s_user: e, tier: power-user, enforce: [shell, password] }
+"#), @r#"
+    roster.yaml:2: users.frank.groups[0]: group "disk" is privileged; only a tier that lists it in privileged_groups grants it (tier "power-user" does not)
+    roster.yaml:2: users.frank.groups[1]: group "shadow" is privileged; only a tier that lists it in privileged_groups grants it (tier "power-user" does not)
+    roster.yaml:2: users.frank.groups[2]: group "staff" is privileged; only a tier that lists it in privileged_groups grants it (tier "power-user" does not)
+    roster.yaml:2: users.frank.groups[3]: group "lxd" is privileged; only a tier that lists it in privileged_groups grants it (tier "power-user" does not)
+    roster.yaml:2: users.frank.groups[4]: group "incus-admin" is privileged; only a tier that lists it in privileged_groups grants it (tier "power-user" does not)
+    roster.yaml:2: users.frank.groups[5]: group "libvirt" is privileged; only a tier that lists it in privileged_groups grants it (tier "power-user" does not)
+    roster.yaml:2: users.frank.groups[6]: group "kvm" is privileged; only a tier that lists it in privileged_groups grants it (tier "power-user" does not)
+    roster.yaml:2: users.frank.groups[7]: group "systemd-journal" is privileged; only a tier that lists it in privileged_groups grants it (tier "power-user" does not)
+    roster.yaml:3: users.boss.revoke_groups[0]: group "sudo" is granted to this user (tier "admin" or groups); it cannot also be revoked
+    roster.yaml:3: users.boss.revoke_groups[1]: group "docker" is granted to this user (tier "admin" or groups); it cannot also be revoked
+    roster.yaml:3: users.boss.revoke_groups[2]: "Bad" is not a valid group name
+    roster.yaml:4: users.emo.enforce[1]: "password" is not an attribute Steward can enforce on an existing account; use shell or comment
     "#);
 }
 
@@ -862,8 +893,8 @@ x
     site.yaml:4: bundles.user-base[1].file.content: give only one of template, source or content (template is given too)
     site.yaml:5: bundles.user-base[2].file.template: no file "files/missing.j2" in the site; add it or fix the name
     site.yaml:6: bundles.user-base[3].file.source: must name a file literally; templates are not allowed here
-    site.yaml:7: bundles.user-base[4].file.replace: replace: if_marked needs a marker; add marker: <text the file must contain to be replaced>
-    site.yaml:8: bundles.user-base[5].file.marker: a marker is only used with replace: if_marked
+    site.yaml:7: bundles.user-base[4].file.replace: replace: if_marked needs a marker; add marker: <text Steward's file carries>
+    site.yaml:8: bundles.user-base[5].file.marker: a marker is only used with replace: if_marked or replace: if_stale
     site.yaml:9: bundles.user-base[6].file.mode: "0999" is not a file mode; write octal digits such as "0644"
     site.yaml:10: bundles.user-base[7].directory.mode: "rwx" is not a file mode; write octal digits such as "0644"
     "#);

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{Tier, PRIVILEGED_GROUPS};
+use crate::model::{is_privileged, Tier};
 use crate::site::read::{
     boolean, entries, fields, is_identifier, is_linux_name, join, json_map, text, text_list, Ctx,
 };
@@ -82,13 +82,12 @@ fn parse_tier(
             .into_iter()
             .enumerate()
         {
-            if !PRIVILEGED_GROUPS.contains(&group.as_str()) {
+            if !is_privileged(&group) {
                 ctx.error(
                     item_line,
                     &format!("{field}[{i}]"),
                     format!(
-                        "{group:?} is not a privileged group ({}); list it under groups instead",
-                        PRIVILEGED_GROUPS.join(", ")
+                        "{group:?} is not a privileged group (docs/site-format.md lists them); list it under groups instead"
                     ),
                 );
             } else if !tier.privileged_groups.contains(&group) {
@@ -110,9 +109,7 @@ fn parse_tier(
                     &item_field,
                     format!("{group:?} is not a valid group name"),
                 );
-            } else if PRIVILEGED_GROUPS.contains(&group.as_str())
-                && !tier.privileged_groups.contains(&group)
-            {
+            } else if is_privileged(&group) && !tier.privileged_groups.contains(&group) {
                 ctx.error(
                     item_line,
                     &item_field,

@@ -141,13 +141,16 @@ secret/platform:
 }
 
 #[test]
-fn purged_users_are_not_checked_but_offboarded_are() {
+fn only_present_users_are_checked() {
+    // An offboarded person's cluster access is revoked by removing their k8s_users entry (the
+    // reference devvm's stage 2): that must not fail the compile of the hosts they were on.
     let roster = "\
 users:
   gone: { authentik_user: g, k8s_user: g, tier: power-user, state: purged }
   away: { authentik_user: a, k8s_user: a, tier: power-user, state: offboarded }
+  here: { authentik_user: h, k8s_user: h, tier: power-user }
 ";
-    assert_snapshot!(check(roster, "secret/platform: { k8s_users: {} }\n"), @r#"roster.yaml:3: users.away.k8s_user: no entry "a" in secret/platform k8s_users; add it in vault or fix k8s_user"#);
+    assert_snapshot!(check(roster, "secret/platform: { k8s_users: {} }\n"), @r#"roster.yaml:4: users.here.k8s_user: no entry "h" in secret/platform k8s_users; add it in vault or fix k8s_user"#);
 }
 
 #[test]

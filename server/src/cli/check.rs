@@ -1,11 +1,14 @@
-//! `steward-server check --site DIR [--vault-data FILE]`.
+//! `steward-server check --site DIR [--vault-data FILE]`: the CI gate for site changes. It finds
+//! every error a compile for any host would find: the site's own rules, then a compile of
+//! every host shape (`steward_catalogs::compile::check_host_shapes`), with the given Vault data
+//! or, without it, a stand-in that leaves out only what real Vault data decides.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use steward_catalogs::compile::Compiler;
+use steward_catalogs::compile::{check_host_shapes, Compiler};
 use steward_catalogs::loader::{load_site_dir, load_vault_file, LoadError};
 use steward_catalogs::{vault, SiteErrors};
 
@@ -45,17 +48,20 @@ pub(crate) fn validate(
         Err(LoadError::Site(errors)) => return Ok(Err(errors)),
         Err(other) => return Err(other).context("loading the site"),
     };
-    let mut errors = match Compiler::new(&site) {
-        Ok(_) => Vec::new(),
-        Err(errors) => errors.0,
-    };
-    if let Some(path) = vault_data {
-        let data = match load_vault_file(path) {
-            Ok(data) => data,
+    let vault = match vault_data {
+        Some(path) => match load_vault_file(path) {
+            Ok(data) => Some(data),
             Err(LoadError::Site(errors)) => return Ok(Err(errors)),
             Err(other) => return Err(other).context("loading the vault data"),
-        };
-        errors.extend(vault::check_roles(&site, &data));
+        },
+        None => None,
+    };
+    let mut errors = match Compiler::new(&site) {
+        Ok(compiler) => check_host_shapes(&compiler, vault.as_ref(), crate::service::now()),
+        Err(errors) => errors.0,
+    };
+    if let Some(data) = &vault {
+        errors.extend(vault::check_roles(&site, data));
     }
     if errors.is_empty() {
         Ok(Ok(format!(
