@@ -348,6 +348,23 @@ impl Brownfield {
             code: out.status.code(),
             report,
         };
+        // One line per run for the log: what was left as found, deferred or drifting.
+        let notices: Vec<String> = run
+            .events()
+            .iter()
+            .filter(|e| e["status"] == "kept" || e["status"] == "deferred" || !e["drift"].is_null())
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["status"].as_str().unwrap_or_default(),
+                    e["resource"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        eprintln!(
+            "  {step}: exit {:?}, totals {}, notices {notices:?}",
+            run.code, run.report["totals"]
+        );
         let failed: Vec<String> = run
             .others(&["unchanged", "changed", "skipped", "kept", "deferred"])
             .into_iter()
@@ -531,6 +548,35 @@ fn a_lived_in_devvm_is_adopted_without_breaking_anyone() {
         b,
         clone["message"].as_str().is_some_and(|m| !m.is_empty()),
         "step 1: the kept event says why: {clone:#}"
+    );
+    // What Steward left as found says so: `kept`, with the reason.
+    for resource in [
+        "user:emo",
+        "directory:/home/emo/.claude",
+        "file:/home/emo/.claude.json",
+        "directory:/home/emo/.kube",
+        "file:/home/emo/.kube/config",
+    ] {
+        let event = first.event("step 1", resource);
+        check_eq!(
+            b,
+            event["status"],
+            "kept",
+            "step 1: emo's pre-existing {resource} is reported kept: {event:#}"
+        );
+    }
+    let user = first.event("step 1", "user:emo");
+    check!(
+        b,
+        user["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("shell")),
+        "step 1: user:emo's kept message names the shell left as found: {user:#}"
+    );
+    check!(
+        b,
+        user["drift"].as_str().is_some_and(|d| d.contains("docker")),
+        "step 1: user:emo's drift names docker (beyond the power-user tier): {user:#}"
     );
     check!(
         b,
