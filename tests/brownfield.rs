@@ -990,11 +990,12 @@ fn purge_with_a_live_process(b: &Brownfield) {
          state: purged",
     );
     let list = || {
-        b.root
-            .run_ok(&["find", archives, "-mindepth", "1"])
-            .lines()
-            .map(str::to_string)
-            .collect::<Vec<_>>()
+        b.sh(&format!(
+            "find {archives} -mindepth 1 2>/dev/null | sort || true"
+        ))
+        .lines()
+        .map(str::to_string)
+        .collect::<Vec<_>>()
     };
     b.run("step 5a (mira purged with a live process)");
     let first = list();
