@@ -998,6 +998,46 @@ impl Host {
         chown_link(&link, path, uid, gid)
     }
 
+    /// Renames the entry at `from` to `to` (both resolved beneath the root, no symlink
+    /// followed in either parent), only if `from` is still the object observed as `expected`
+    /// ([`HostError::Raced`] otherwise) and nothing is at `to` (`RENAME_NOREPLACE`:
+    /// [`HostError::Exists`]). Both parents are `fsync`ed. The entry itself is moved, never
+    /// followed: a directory keeps its inode, owner, mode and content.
+    pub fn rename_entry(&self, from: &str, to: &str, expected: Identity) -> Result<(), HostError> {
+        let source = self.parent(from)?;
+        let target = self.parent(to)?;
+        check_unchanged(&source, &expected)?;
+        match rustix::fs::renameat_with(
+            &source.dir,
+            source.name,
+            &target.dir,
+            target.name,
+            RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::EXIST || e == rustix::io::Errno::NOTEMPTY => {
+                let kind =
+                    Self::lstat(&target)?.map_or(FileKind::Unknown, |(_, m)| FileKind::of(&m));
+                return Err(HostError::Exists {
+                    path: PathBuf::from(to),
+                    kind,
+                });
+            }
+            Err(e) => return Err(HostError::io(Op::Rename, from, e)),
+        }
+        sync_dir(&source)?;
+        sync_dir(&target)
+    }
+
+    /// Removes the empty directory at `path` (`unlinkat(AT_REMOVEDIR)` in its parent, no
+    /// symlink followed); a non-empty one or anything else is an error and is left alone.
+    pub fn remove_empty_dir(&self, path: &str) -> Result<(), HostError> {
+        let p = self.parent(path)?;
+        rustix::fs::unlinkat(&p.dir, p.name, AtFlags::REMOVEDIR)
+            .map_err(|e| HostError::io(Op::Rename, path, e))?;
+        sync_dir(&p)
+    }
+
     /// Keeps `content` (the observed content of a file about to be replaced) in the
     /// content-addressed store `bucket` (an absolute directory beneath the root, such as
     /// `/var/lib/steward/bucket`, as Puppet's clientbucket) under the name of its SHA-256,

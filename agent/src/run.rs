@@ -266,7 +266,14 @@ fn apply(
     let limits = RunLimits {
         deadline: Some(Instant::now() + options.run_timeout),
     };
-    Ok(engine::apply(&verified.catalog, &cx, limits, stop))
+    let events = engine::apply(&verified.catalog, &cx, limits, stop);
+    if !options.noop {
+        // A deferred restart of a unit that is no longer `when_idle` must not linger.
+        if let Err(e) = crate::pending::retain(&host, &verified.catalog) {
+            eprintln!("warning: deferred restarts: {e:#}");
+        }
+    }
+    Ok(events)
 }
 
 /// Sends spooled reports oldest first; stops at the first one the server cannot take now.

@@ -23,8 +23,8 @@ use steward_agent::host::Host;
 use steward_agent::providers;
 use steward_protocol::seal::{seal, EncryptionKeyPair, OsRng};
 use steward_protocol::{
-    DirectorySpec, FileContent, FileSpec, Mode, Replace, Resource, ResourceSpec, ResourceStatus,
-    SymlinkReplace, SymlinkSpec,
+    DirectoryReplace, DirectorySpec, FileContent, FileSpec, Mode, Replace, Resource, ResourceSpec,
+    ResourceStatus, SymlinkReplace, SymlinkSpec,
 };
 use support::Root;
 
@@ -200,6 +200,15 @@ fn unchanged(outcome: anyhow::Result<Outcome>) {
     }
 }
 
+/// The reason of a `Kept` outcome (panics on anything else).
+#[track_caller]
+fn kept(outcome: anyhow::Result<Outcome>) -> String {
+    match outcome {
+        Ok(Outcome::Kept(reason)) => reason,
+        other => panic!("expected kept, got {other:?}"),
+    }
+}
+
 /// The error chain of a failed apply, on one line.
 #[track_caller]
 fn failed(outcome: anyhow::Result<Outcome>) -> String {
@@ -365,7 +374,7 @@ fn noop_observes_and_diffs_but_writes_nothing() {
 }
 
 #[test]
-fn if_absent_leaves_an_edited_file_alone_but_keeps_mode_and_owner() {
+fn if_absent_leaves_an_existing_file_entirely_as_found() {
     let f = Fixture::new();
     let path = "/home/alice/.claude.json";
     let spec = file(path, "{\"seeded\":true}\n", 0o600, Replace::IfAbsent);
@@ -374,21 +383,208 @@ fn if_absent_leaves_an_edited_file_alone_but_keeps_mode_and_owner() {
         "created (mode 0600, owner alice:alice)"
     );
     assert_eq!(f.read(path), b"{\"seeded\":true}\n");
+    assert_eq!(f.mode_owner(path), (0o600, f.alice.0, f.alice.1));
 
+    // Edited content, the catalog's mode and owner: unchanged, nothing written.
     f.as_alice("printf '{\"theirs\":1}\\n' > /home/alice/.claude.json");
     let edited = stamp(&f, path);
     unchanged(f.apply(&spec));
     assert_eq!(f.read(path), b"{\"theirs\":1}\n");
     assert_eq!(stamp(&f, path), edited);
 
-    // Mode and owner are still enforced on the existing file, content untouched.
+    // The person keeps it 0644 (the brownfield ~/.claude.json): kept, mode and bytes as found,
+    // the same inode and ctime (no chmod was even tried); a second apply says the same.
     f.as_alice("chmod 0644 /home/alice/.claude.json");
+    let found = (stamp(&f, path), f.mode_owner(path));
+    for _ in 0..2 {
+        assert_eq!(
+            kept(f.apply(&spec)),
+            "exists with mode 0644 (catalog: 0600); left as found (replace: if_absent)"
+        );
+        assert_eq!(f.read(path), b"{\"theirs\":1}\n");
+        assert_eq!((stamp(&f, path), f.mode_owner(path)), found);
+    }
+    // Under noop too.
+    assert!(matches!(f.noop(&spec), Ok(Outcome::Kept(_))));
+    // Another owner (root's file in alice's home) is left as found as well.
+    fs::write(f.root.path("/home/alice/.root-made"), b"r\n").unwrap();
+    let spec = file("/home/alice/.root-made", "x\n", 0o644, Replace::IfAbsent);
+    let reason = kept(f.apply(&spec));
+    assert_eq!(
+        reason,
+        format!(
+            "exists with owner 0 (catalog: alice {}), group 0 (catalog: alice {}); left as \
+             found (replace: if_absent)",
+            f.alice.0, f.alice.1
+        )
+    );
+    assert_eq!(f.mode_owner("/home/alice/.root-made"), (0o644, 0, 0));
+    assert_eq!(f.read("/home/alice/.root-made"), b"r\n");
+
+    // Through the engine: a `kept` event with the reason, not a failure.
+    let catalog = support::catalog("devvm", 1, vec![Resource::new(spec)]);
+    let events = engine::apply(
+        &catalog,
+        &Context::new(&f.host, false, None),
+        RunLimits { deadline: None },
+        &AtomicBool::new(false),
+    );
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].status, ResourceStatus::Kept, "{events:?}");
+    assert!(
+        events[0]
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("left as found (replace: if_absent)")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn sealed_content_is_never_opened_for_a_file_left_as_found() {
+    let f = Fixture::new();
+    let key = EncryptionKeyPair::from_bytes([7; 32]);
+    let path = "/home/alice/.claude.json";
+    f.as_alice("printf '{\"mine\":1}\\n' > /home/alice/.claude.json && chmod 0644 /home/alice/.claude.json");
+    let found = (f.read(path), stamp(&f, path), f.mode_owner(path));
+    let sealed = |replace: Replace| {
+        ResourceSpec::File(FileSpec {
+            path: path.into(),
+            owner: "alice".into(),
+            group: "alice".into(),
+            mode: Mode(0o600),
+            content: FileContent::Sealed(seal(
+                &key.public_bytes(),
+                b"{\"api\":\"x\"}\n",
+                &mut OsRng,
+            )),
+            replace,
+            backup: false,
+        })
+    };
+    // No key given: opening the sealed content would fail the resource; nothing opens it.
+    for replace in [
+        Replace::IfAbsent,
+        Replace::IfMarked {
+            marker: "steward".into(),
+        },
+        Replace::IfStale {
+            marker: "steward".into(),
+            current: "tier".into(),
+        },
+    ] {
+        let outcome = f.apply(&sealed(replace.clone()));
+        assert!(
+            matches!(outcome, Ok(Outcome::Kept(_))),
+            "{replace:?}: {outcome:?}"
+        );
+    }
+    // The key is needed as soon as the content would be written.
+    assert!(failed(f.apply(&sealed(Replace::Always))).contains(".claude.json"));
+    assert_eq!((f.read(path), stamp(&f, path), f.mode_owner(path)), found);
+}
+
+#[test]
+fn host_renames_only_the_observed_entry_to_a_free_name_without_following_symlinks() {
+    let f = Fixture::new();
+    f.as_alice(
+        "mkdir -p /home/alice/a/tree /home/alice/b && echo x > /home/alice/a/tree/f \
+         && ln -s /etc /home/alice/link && echo y > /home/alice/b/taken",
+    );
+    let identity = |p: &str| match f.host.observe_dir(p).unwrap() {
+        steward_agent::host::DirState::Directory(inode) => inode.identity(),
+        other => panic!("{other:?}"),
+    };
+    let tree = identity("/home/alice/a/tree");
+    let ino = f.meta("/home/alice/a/tree").ino();
+    // A symlinked destination parent, a taken name, a stale identity: refused, nothing moved.
+    let err = f
+        .host
+        .rename_entry("/home/alice/a/tree", "/home/alice/link/tree", tree)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("refusing to follow symlink"),
+        "{err}"
+    );
+    assert!(!f.root.path("/etc/tree").exists());
+    let err = f
+        .host
+        .rename_entry("/home/alice/a/tree", "/home/alice/b/taken", tree)
+        .unwrap_err();
+    assert!(err.to_string().contains("refusing to replace"), "{err}");
+    assert_eq!(f.read("/home/alice/b/taken"), b"y\n");
+    let stale = identity("/home/alice/b");
+    let err = f
+        .host
+        .rename_entry("/home/alice/a/tree", "/home/alice/b/tree", stale)
+        .unwrap_err();
+    assert!(err.to_string().contains("changed while"), "{err}");
+    assert!(f.exists("/home/alice/a/tree/f"));
+    // The observed entry to a free name: moved, same inode and content.
+    f.host
+        .rename_entry("/home/alice/a/tree", "/home/alice/b/tree", tree)
+        .unwrap();
+    assert_eq!(f.meta("/home/alice/b/tree").ino(), ino);
+    assert_eq!(f.read("/home/alice/b/tree/f"), b"x\n");
+    assert!(!f.exists("/home/alice/a/tree"));
+    // Only an empty directory is removed.
+    assert!(f.host.remove_empty_dir("/home/alice/b/tree").is_err());
+    assert!(f.host.remove_empty_dir("/home/alice/link").is_err());
+    assert!(f.meta("/home/alice/link").file_type().is_symlink());
+    f.host.remove_empty_dir("/home/alice/a").unwrap();
+    assert!(!f.exists("/home/alice/a"));
+}
+
+#[test]
+fn if_stale_replaces_another_variant_keeps_this_one_and_anything_else() {
+    let f = Fixture::new();
+    let path = "/home/alice/.kube-config";
+    let marker = "# written by steward";
+    let spec = with_backup(file(
+        path,
+        &format!("{marker}\n# tier: owner\nuser: owner\n"),
+        0o600,
+        Replace::IfStale {
+            marker: marker.into(),
+            current: "# tier: owner".into(),
+        },
+    ));
+    // Another tier's file Steward wrote: replaced, the old one backed up.
+    f.as_alice(&format!(
+        "printf '{marker}\\n# tier: admin\\nuser: admin\\n' > {path} && chmod 0600 {path}"
+    ));
     let (message, _, corrective) = changed(f.apply(&spec));
-    assert_eq!(message, "mode 0644 -> 0600");
+    assert!(message.starts_with("content changed"), "{message}");
+    assert!(message.contains("previous content kept as"), "{message}");
     assert!(corrective);
-    assert_eq!(f.read(path), b"{\"theirs\":1}\n");
-    assert_eq!(f.mode_owner(path), (0o600, f.alice.0, f.alice.1));
+    assert_eq!(
+        f.read(path),
+        format!("{marker}\n# tier: owner\nuser: owner\n").as_bytes()
+    );
     unchanged(f.apply(&spec));
+
+    // This tier's file, edited by its person (and loosened): left as found, silently.
+    f.as_alice(&format!(
+        "echo 'context: mine' >> {path} && chmod 0644 {path}"
+    ));
+    let edited = (f.read(path), stamp(&f, path), f.mode_owner(path));
+    unchanged(f.apply(&spec));
+    unchanged(f.apply(&spec));
+    assert_eq!((f.read(path), stamp(&f, path), f.mode_owner(path)), edited);
+
+    // No marker: the person's own file, kept.
+    f.as_alice(&format!("printf 'apiVersion: v1\\n' > {path}"));
+    let theirs = (f.read(path), stamp(&f, path), f.mode_owner(path));
+    for _ in 0..2 {
+        assert_eq!(
+            kept(f.apply(&spec)),
+            format!(
+                "exists and does not carry the marker \"{marker}\"; left as found (replace: \
+                 if_stale)"
+            )
+        );
+        assert_eq!((f.read(path), stamp(&f, path), f.mode_owner(path)), theirs);
+    }
 }
 
 #[test]
@@ -411,7 +607,12 @@ fn if_marked_replaces_only_marked_files() {
     // The user takes the file over (removes the marker, loosens the mode): left entirely alone.
     f.as_alice("printf 'port = 9999\\n' > /home/alice/.config-generated && chmod 0664 /home/alice/.config-generated");
     let taken = (stamp(&f, path), f.mode_owner(path));
-    unchanged(f.apply(&spec));
+    let reason = kept(f.apply(&spec));
+    assert_eq!(
+        reason,
+        "exists and does not carry the marker \"# managed by steward\"; left as found \
+         (replace: if_marked)"
+    );
     assert_eq!(f.read(path), b"port = 9999\n");
     assert_eq!((stamp(&f, path), f.mode_owner(path)), taken);
 
@@ -601,6 +802,53 @@ fn directories_are_created_corrected_and_never_followed() {
 }
 
 #[test]
+fn a_directory_if_absent_is_created_or_left_as_found() {
+    let f = Fixture::new();
+    let adopt = |path: &str| {
+        ResourceSpec::Directory(DirectorySpec {
+            path: path.into(),
+            owner: "alice".into(),
+            group: "alice".into(),
+            mode: Mode(0o700),
+            replace: DirectoryReplace::IfAbsent,
+        })
+    };
+    let path = "/home/alice/.claude";
+    assert_eq!(
+        changed(f.apply(&adopt(path))).0,
+        "created (mode 0700, owner alice:alice)"
+    );
+    assert_eq!(f.mode_owner(path), (0o700, f.alice.0, f.alice.1));
+    unchanged(f.apply(&adopt(path)));
+
+    // The person's own 0755 ~/.claude: kept as found, nothing touched, every run.
+    f.as_alice("chmod 0755 /home/alice/.claude && echo mine > /home/alice/.claude/notes");
+    let found = (stamp(&f, path), f.mode_owner(path));
+    for _ in 0..2 {
+        assert_eq!(
+            kept(f.apply(&adopt(path))),
+            "exists with mode 0755 (catalog: 0700); left as found (replace: if_absent)"
+        );
+        assert_eq!((stamp(&f, path), f.mode_owner(path)), found);
+    }
+    assert!(matches!(f.noop(&adopt(path)), Ok(Outcome::Kept(_))));
+    assert_eq!(f.read("/home/alice/.claude/notes"), b"mine\n");
+    // `always` still corrects it.
+    let (message, _, _) = changed(f.apply(&directory(path, 0o700)));
+    assert_eq!(message, "mode 0755 -> 0700");
+
+    // A symlink where the directory would be: kept, the link and its target untouched.
+    f.as_alice("ln -s /tmp /home/alice/.kube");
+    let tmp = f.mode_owner("/tmp");
+    assert_eq!(
+        kept(f.apply(&adopt("/home/alice/.kube"))),
+        "exists as a symlink, not a directory; left as found (replace: if_absent)"
+    );
+    assert!(f.meta("/home/alice/.kube").file_type().is_symlink());
+    assert_eq!(f.mode_owner("/tmp"), tmp);
+}
+
+#[test]
 fn symlinks_are_created_repointed_or_left_alone_per_policy() {
     let f = Fixture::new();
     let path = "/home/alice/tool";
@@ -620,7 +868,12 @@ fn symlinks_are_created_repointed_or_left_alone_per_policy() {
 
     // Repointed by `always`, left alone by `if_absent`.
     f.as_alice("ln -sfn /opt/tool/v1 /home/alice/tool");
-    unchanged(f.apply(&symlink(path, "/opt/tool/v2", SymlinkReplace::IfAbsent)));
+    let before = stamp(&f, path);
+    assert_eq!(
+        kept(f.apply(&symlink(path, "/opt/tool/v2", SymlinkReplace::IfAbsent))),
+        "exists as a symlink to /opt/tool/v1; left as found (replace: if_absent)"
+    );
+    assert_eq!(stamp(&f, path), before);
     assert_eq!(
         fs::read_link(f.root.path(path)).unwrap(),
         PathBuf::from("/opt/tool/v1")
@@ -650,7 +903,11 @@ fn symlinks_are_created_repointed_or_left_alone_per_policy() {
     for p in ["/home/alice/notes", "/home/alice/proj"] {
         let err = failed(f.apply(&symlink(p, "/opt/x", SymlinkReplace::Always)));
         assert!(err.contains("refusing to replace the"), "{err}");
-        unchanged(f.apply(&symlink(p, "/opt/x", SymlinkReplace::IfAbsent)));
+        let reason = kept(f.apply(&symlink(p, "/opt/x", SymlinkReplace::IfAbsent)));
+        assert!(
+            reason.ends_with("; left as found (replace: if_absent)"),
+            "{reason}"
+        );
     }
     assert_eq!(f.read("/home/alice/notes"), b"mine\n");
     assert!(f.meta("/home/alice/proj").is_dir());

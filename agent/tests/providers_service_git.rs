@@ -410,8 +410,59 @@ fn clones_as_the_user_with_config_and_remotes_then_is_unchanged() {
     assert_eq!(text.matches("/srv/fixture.git").count(), 1, "{text}");
 }
 
+fn expect_kept(outcome: Outcome) -> String {
+    match outcome {
+        Outcome::Kept(reason) => reason,
+        other => panic!("expected Kept, got {other:?}"),
+    }
+}
+
+/// What a kept path must still be: (inode, mtime, ctime, mode, uid) of the path itself,
+/// and a listing of everything beneath it with content digests.
+fn snapshot(root: &Root, path: &str) -> (u64, i64, i64, u32, u32, String) {
+    let meta = std::fs::symlink_metadata(root.path(path)).unwrap();
+    let listing = root.run_ok(&[
+        "sh",
+        "-c",
+        &format!(
+            "cd {path} 2>/dev/null && find . -path ./.git/index -prune -o -printf '%p %m %U\\n' \
+             -type f -exec sha256sum {{}} + | sort || true"
+        ),
+    ]);
+    if meta.is_dir() {
+        assert!(listing.starts_with(". "), "{path}: {listing}");
+    }
+    (
+        meta.ino(),
+        meta.mtime(),
+        meta.ctime(),
+        meta.mode() & 0o7777,
+        meta.uid(),
+        listing,
+    )
+}
+
+/// Applies `spec` twice (and once under noop): each time `kept` with the same reason, and
+/// `watched` exactly as before. Returns the reason.
+#[track_caller]
+fn kept_twice(root: &Root, spec: &GitCloneSpec, watched: &[&str]) -> String {
+    let before: Vec<_> = watched.iter().map(|p| snapshot(root, p)).collect();
+    let reason = expect_kept(apply(root, &git(spec), false, false).unwrap());
+    assert_eq!(
+        expect_kept(apply(root, &git(spec), false, false).unwrap()),
+        reason
+    );
+    assert_eq!(
+        expect_kept(apply(root, &git(spec), true, false).unwrap()),
+        reason
+    );
+    let after: Vec<_> = watched.iter().map(|p| snapshot(root, p)).collect();
+    assert_eq!(before, after, "{reason}");
+    reason
+}
+
 #[test]
-fn an_existing_path_that_is_not_a_clone_is_left_alone() {
+fn an_existing_path_that_is_not_that_clone_is_kept_as_found() {
     let (root, uid) = git_root();
     // alice's own directory with a file in it.
     as_alice(
@@ -422,32 +473,81 @@ fn an_existing_path_that_is_not_a_clone_is_left_alone() {
             "mkdir /home/alice/fixture && echo mine > /home/alice/fixture/todo",
         ],
     );
-    let err = apply(&root, &git(&clone_spec(false)), false, false).unwrap_err();
-    let text = format!("{err:#}");
-    assert!(
-        text.contains("/home/alice/fixture exists and is not a clone; left alone"),
-        "{text}"
-    );
+    let reason = kept_twice(&root, &clone_spec(false), &[CLONE]);
     assert_eq!(
-        std::fs::read_to_string(root.path("/home/alice/fixture/todo")).unwrap(),
-        "mine\n"
+        reason,
+        "/home/alice/fixture exists and is not a clone of file:///srv/fixture.git (a directory \
+         that is not the top of a git work tree); left as found"
     );
     assert!(!root.path("/home/alice/fixture/.git").exists());
     assert_owned_by(&root.path(CLONE), uid);
 
-    // A regular file, and a directory of another user: the same.
+    // A regular file, a directory of another user, a symlink into another user's tree.
     as_alice(&root, &["sh", "-c", "echo x > /home/alice/file"]);
     let mut spec = clone_spec(false);
     spec.path = "/home/alice/file".into();
-    let text = format!("{:#}", apply(&root, &git(&spec), false, false).unwrap_err());
+    let reason = kept_twice(&root, &spec, &["/home/alice/file"]);
     assert!(
-        text.contains("is not a clone; left alone (it is a regular file)"),
-        "{text}"
+        reason.ends_with("(it is a regular file); left as found"),
+        "{reason}"
     );
     root.run_ok(&["mkdir", "/home/alice/rootdir"]);
     spec.path = "/home/alice/rootdir".into();
-    let text = format!("{:#}", apply(&root, &git(&spec), false, false).unwrap_err());
-    assert!(text.contains("owned by uid 0"), "{text}");
+    let reason = kept_twice(&root, &spec, &["/home/alice/rootdir"]);
+    assert!(reason.contains("owned by uid 0"), "{reason}");
+    as_alice(&root, &["ln", "-s", "/srv/seed", "/home/alice/code"]);
+    spec.path = "/home/alice/code".into();
+    let reason = kept_twice(&root, &spec, &["/home/alice/code", "/srv/seed"]);
+    assert_eq!(
+        reason,
+        "/home/alice/code exists and is not a clone of file:///srv/fixture.git (it is a \
+         symlink); left as found"
+    );
+    // Beneath that symlink (the workspace layout's ~/code/infra): kept, nothing followed.
+    spec.path = "/home/alice/code/infra".into();
+    let reason = kept_twice(&root, &spec, &["/home/alice/code", "/srv/seed"]);
+    assert_eq!(
+        reason,
+        "not cloned: the parent /home/alice/code is a symlink; left as found"
+    );
+    assert!(!root.path("/srv/seed/infra").exists());
+
+    // Another repository: alice's own without origin, and a clone of another URL.
+    as_alice(&root, &["git", "init", "-q", "/home/alice/own"]);
+    spec.path = "/home/alice/own".into();
+    let reason = kept_twice(&root, &spec, &["/home/alice/own"]);
+    assert_eq!(
+        reason,
+        "/home/alice/own is a git work tree without an origin remote, not a clone of \
+         file:///srv/fixture.git; left as found"
+    );
+    root.run_ok(&[
+        "sh",
+        "-c",
+        "git clone -q --bare /srv/fixture.git /srv/other.git && chown -R alice: /srv/other.git",
+    ]);
+    as_alice(
+        &root,
+        &[
+            "git",
+            "clone",
+            "-q",
+            "file:///srv/other.git",
+            "/home/alice/other",
+        ],
+    );
+    spec.path = "/home/alice/other".into();
+    let reason = kept_twice(&root, &spec, &["/home/alice/other"]);
+    assert_eq!(
+        reason,
+        "/home/alice/other is a clone of file:///srv/other.git, not of \
+         file:///srv/fixture.git; left as found"
+    );
+    let config = std::fs::read_to_string(root.path("/home/alice/other/.git/config")).unwrap();
+    assert!(
+        !config.contains("forgejo") && !config.contains("git-crypt"),
+        "{config}"
+    );
 
     // An empty directory of alice's (an interrupted clone) is cloned into.
     as_alice(&root, &["mkdir", "/home/alice/empty"]);
@@ -456,13 +556,282 @@ fn an_existing_path_that_is_not_a_clone_is_left_alone() {
     assert!(root.path("/home/alice/empty/README").is_file());
     assert_owned_by(&root.path("/home/alice/empty"), uid);
 
-    // A missing parent fails (the engine orders the directory resource first).
+    // A missing parent still fails (the engine orders the directory resource first).
     spec.path = "/home/alice/no/such/dir".into();
     let text = format!("{:#}", apply(&root, &git(&spec), false, false).unwrap_err());
     assert!(
         text.contains("parent directory /home/alice/no/such does not exist"),
         "{text}"
     );
+}
+
+#[test]
+fn never_clones_inside_a_work_tree() {
+    let (root, _) = git_root();
+    expect_changed(apply(&root, &git(&clone_spec(false)), false, false).unwrap());
+    let mut spec = clone_spec(false);
+    spec.path = format!("{CLONE}/nested");
+    let reason = kept_twice(&root, &spec, &[CLONE]);
+    assert_eq!(
+        reason,
+        "/home/alice/fixture/nested would be inside the work tree /home/alice/fixture; not \
+         cloned"
+    );
+    assert!(!root.path("/home/alice/fixture/nested").exists());
+    // Also an empty directory there, and deeper down.
+    as_alice(&root, &["mkdir", "-p", "/home/alice/fixture/a/b"]);
+    spec.path = format!("{CLONE}/a/b");
+    let reason = expect_kept(apply(&root, &git(&spec), false, false).unwrap());
+    assert!(reason.ends_with("inside the work tree /home/alice/fixture; not cloned"));
+    assert_eq!(
+        std::fs::read_dir(root.path("/home/alice/fixture/a/b"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+/// alice's clone of the fixture at `~/code`, made by the provider (the `single` layout),
+/// and the spec of the `workspace` layout's `~/code/infra` migrating from it.
+fn single_layout(root: &Root) -> GitCloneSpec {
+    let mut single = clone_spec(false);
+    single.path = "/home/alice/code".into();
+    expect_changed(apply(root, &git(&single), false, false).unwrap());
+    let mut infra = single;
+    infra.path = "/home/alice/code/infra".into();
+    infra.migrate_from = Some("/home/alice/code".into());
+    infra
+}
+
+fn git_in(root: &Root, dir: &str, args: &[&str]) -> String {
+    let mut full = vec!["git", "-C", dir];
+    full.extend_from_slice(args);
+    as_alice(root, &full).trim().to_string()
+}
+
+#[test]
+fn a_clean_clone_moves_into_the_workspace_layout() {
+    let (root, uid) = git_root();
+    let spec = single_layout(&root);
+    as_alice(&root, &["chmod", "0750", "/home/alice/code"]);
+    let head = git_in(&root, "/home/alice/code", &["rev-parse", "HEAD"]);
+    let objects = git_in(
+        &root,
+        "/home/alice/code",
+        &["cat-file", "--batch-all-objects", "--batch-check"],
+    );
+    let inode = std::fs::metadata(root.path("/home/alice/code"))
+        .unwrap()
+        .ino();
+    assert!(!objects.is_empty());
+
+    // Noop: would move, nothing moved.
+    let (message, _) = expect_changed(apply(&root, &git(&spec), true, false).unwrap());
+    assert_eq!(
+        message,
+        "would: moved the clone /home/alice/code to /home/alice/code/infra"
+    );
+    assert!(root.path("/home/alice/code/.git").is_dir());
+    assert!(!root.path("/home/alice/code/infra").exists());
+
+    let (message, corrective) = expect_changed(apply(&root, &git(&spec), false, false).unwrap());
+    assert_eq!(
+        message,
+        "moved the clone /home/alice/code to /home/alice/code/infra"
+    );
+    assert!(!corrective);
+    // The same clone (inode, HEAD, objects), ~/code now a plain directory of alice's with
+    // the old mode, holding only the clone: no nesting, no temp sibling.
+    let infra = "/home/alice/code/infra";
+    assert_eq!(std::fs::metadata(root.path(infra)).unwrap().ino(), inode);
+    assert_eq!(git_in(&root, infra, &["rev-parse", "HEAD"]), head);
+    assert_eq!(
+        git_in(
+            &root,
+            infra,
+            &["cat-file", "--batch-all-objects", "--batch-check"]
+        ),
+        objects
+    );
+    assert_eq!(git_in(&root, infra, &["status", "--porcelain"]), "");
+    assert_eq!(
+        git_in(&root, infra, &["rev-parse", "--show-toplevel"]),
+        infra
+    );
+    let code = std::fs::symlink_metadata(root.path("/home/alice/code")).unwrap();
+    assert!(code.is_dir());
+    assert_ne!(code.ino(), inode);
+    assert_eq!((code.mode() & 0o7777, code.uid()), (0o750, uid));
+    let names: Vec<_> = std::fs::read_dir(root.path("/home/alice/code"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["infra"]);
+    let home: Vec<_> = std::fs::read_dir(root.path("/home/alice"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains("steward"))
+        .collect();
+    assert!(home.is_empty(), "{home:?}");
+    assert_owned_by(&root.path(infra), uid);
+
+    // Converged: a second apply (and noop) is unchanged.
+    assert_eq!(
+        apply(&root, &git(&spec), false, false).unwrap(),
+        Outcome::Unchanged
+    );
+    assert_eq!(
+        apply(&root, &git(&spec), true, false).unwrap(),
+        Outcome::Unchanged
+    );
+    // A sibling clone of the new layout is no longer inside a work tree.
+    let mut sibling = clone_spec(false);
+    sibling.path = "/home/alice/code/tripit".into();
+    expect_changed(apply(&root, &git(&sibling), false, false).unwrap());
+    assert!(root.path("/home/alice/code/tripit/README").is_file());
+}
+
+#[test]
+fn a_clean_clone_elsewhere_is_renamed_into_place() {
+    let (root, uid) = git_root();
+    let mut old = clone_spec(false);
+    old.path = "/home/alice/src".into();
+    expect_changed(apply(&root, &git(&old), false, false).unwrap());
+    let inode = std::fs::metadata(root.path("/home/alice/src"))
+        .unwrap()
+        .ino();
+    as_alice(&root, &["mkdir", "/home/alice/code"]);
+    let mut spec = clone_spec(false);
+    spec.path = "/home/alice/code/fixture".into();
+    spec.migrate_from = Some("/home/alice/src".into());
+    let (message, _) = expect_changed(apply(&root, &git(&spec), false, false).unwrap());
+    assert_eq!(
+        message,
+        "moved the clone /home/alice/src to /home/alice/code/fixture"
+    );
+    assert!(!root.path("/home/alice/src").exists());
+    let moved = std::fs::metadata(root.path("/home/alice/code/fixture")).unwrap();
+    assert_eq!((moved.ino(), moved.uid()), (inode, uid));
+    assert_eq!(
+        git_in(
+            &root,
+            "/home/alice/code/fixture",
+            &["status", "--porcelain"]
+        ),
+        ""
+    );
+    assert_eq!(
+        apply(&root, &git(&spec), false, false).unwrap(),
+        Outcome::Unchanged
+    );
+}
+
+#[test]
+fn a_clone_with_work_in_it_is_kept_and_nothing_is_cloned_into_it() {
+    let (root, _) = git_root();
+    let spec = single_layout(&root);
+    let code = "/home/alice/code";
+    let not_moved = "; not moved to /home/alice/code/infra, and nothing cloned";
+
+    // Untracked work.
+    as_alice(&root, &["sh", "-c", "echo draft > /home/alice/code/notes"]);
+    let reason = kept_twice(&root, &spec, &[code]);
+    assert_eq!(
+        reason,
+        format!("{code} has uncommitted or untracked changes{not_moved}")
+    );
+    assert!(!root.path("/home/alice/code/infra").exists());
+
+    // Committed, not pushed.
+    git_in(&root, code, &["add", "notes"]);
+    git_in(
+        &root,
+        code,
+        &[
+            "-c",
+            "user.name=a",
+            "-c",
+            "user.email=a@example.com",
+            "commit",
+            "-qm",
+            "notes",
+        ],
+    );
+    let reason = kept_twice(&root, &spec, &[code]);
+    assert_eq!(
+        reason,
+        format!("{code} has commits that are on no remote-tracking branch{not_moved}")
+    );
+    // The same on another local branch, HEAD back on master.
+    git_in(&root, code, &["branch", "-q", "wip"]);
+    git_in(&root, code, &["reset", "-q", "--hard", "origin/master"]);
+    let reason = kept_twice(&root, &spec, &[code]);
+    assert!(reason.contains("no remote-tracking branch"), "{reason}");
+    git_in(&root, code, &["branch", "-q", "-D", "wip"]);
+
+    // Another remote.
+    git_in(
+        &root,
+        code,
+        &[
+            "remote",
+            "set-url",
+            "origin",
+            "https://forgejo.example/other.git",
+        ],
+    );
+    let reason = kept_twice(&root, &spec, &[code]);
+    assert_eq!(
+        reason,
+        format!(
+            "{code} is a clone of https://forgejo.example/other.git, not of \
+             file:///srv/fixture.git{not_moved}"
+        )
+    );
+    assert!(!root.path("/home/alice/code/infra").exists());
+
+    // Clean again, but an interrupted move left its hidden sibling: kept, nothing moved.
+    git_in(&root, code, &["remote", "set-url", "origin", FIXTURE]);
+    as_alice(&root, &["mkdir", "/home/alice/.code.steward-migrate"]);
+    let reason = kept_twice(&root, &spec, &[code, "/home/alice/.code.steward-migrate"]);
+    assert!(
+        reason.starts_with(
+            "/home/alice/.code.steward-migrate is left from an interrupted move of \
+             /home/alice/code; nothing moved or cloned"
+        ),
+        "{reason}"
+    );
+    as_alice(&root, &["rmdir", "/home/alice/.code.steward-migrate"]);
+    // Then it moves.
+    let (message, _) = expect_changed(apply(&root, &git(&spec), false, false).unwrap());
+    assert_eq!(
+        message,
+        "moved the clone /home/alice/code to /home/alice/code/infra"
+    );
+}
+
+#[test]
+fn without_migrate_from_the_new_layout_never_nests_into_the_old_clone() {
+    let (root, _) = git_root();
+    let mut spec = single_layout(&root);
+    spec.migrate_from = None;
+    let reason = kept_twice(&root, &spec, &["/home/alice/code"]);
+    assert_eq!(
+        reason,
+        "/home/alice/code/infra would be inside the work tree /home/alice/code; not cloned"
+    );
+    assert!(!root.path("/home/alice/code/infra").exists());
+    // A symlink at migrate_from (a ~/code pointing elsewhere) is kept the same way.
+    let mut elsewhere = clone_spec(false);
+    as_alice(&root, &["ln", "-s", "/srv/seed", "/home/alice/src"]);
+    elsewhere.path = "/home/alice/infra".into();
+    elsewhere.migrate_from = Some("/home/alice/src".into());
+    let reason = kept_twice(&root, &elsewhere, &["/home/alice/src", "/srv/seed"]);
+    assert_eq!(
+        reason,
+        "/home/alice/src is a symlink; not moved to /home/alice/infra, and nothing cloned"
+    );
+    assert!(!root.path("/home/alice/infra").exists());
 }
 
 #[test]
@@ -917,4 +1286,56 @@ fn chrooted_agent_enables_offline_and_clones() {
     let report = agent_run(&root, &support::catalog(NODE, 2, resources()));
     assert_eq!(event(&report, "service:demo.service").0, "unchanged");
     assert_eq!(changed_count(&report), 0, "{report:#}");
+}
+
+#[test]
+fn chrooted_agent_reports_a_symlinked_code_dir_as_kept_and_exits_clean() {
+    let (root, _) = git_root();
+    root.install_agent();
+    // The brownfield ~/code: a symlink into another user's tree.
+    as_alice(&root, &["ln", "-s", "/srv/seed", "/home/alice/code"]);
+    let mut single = clone_spec(false);
+    single.path = "/home/alice/code".into();
+    let mut infra = clone_spec(false);
+    infra.path = "/home/alice/code/infra".into();
+    infra.migrate_from = Some("/home/alice/code".into());
+    let catalog = support::catalog(
+        NODE,
+        1,
+        vec![Resource::new(git(&single)), Resource::new(git(&infra))],
+    );
+    root.write("/root/catalog.signed", &support::sign(&catalog));
+    let trust = support::trust();
+    let out = root.run(&[
+        "/usr/local/bin/steward-agent",
+        "run",
+        "--catalog",
+        "/root/catalog.signed",
+        "--trust",
+        &trust,
+        "--node",
+        NODE,
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    let (status, message) = event(&report, "git_clone:/home/alice/code");
+    assert_eq!(status, "kept", "{report:#}");
+    assert!(
+        message.contains("(it is a symlink); left as found"),
+        "{message}"
+    );
+    let (status, message) = event(&report, "git_clone:/home/alice/code/infra");
+    assert_eq!(status, "kept", "{report:#}");
+    assert_eq!(
+        message,
+        "not cloned: the parent /home/alice/code is a symlink; left as found"
+    );
+    assert_eq!(report["totals"]["kept"], 2, "{report:#}");
+    assert_eq!(report["totals"]["failed"], 0, "{report:#}");
+    assert!(!root.path("/srv/seed/infra").exists());
+    assert_eq!(
+        std::fs::read_link(root.path("/home/alice/code")).unwrap(),
+        Path::new("/srv/seed")
+    );
 }

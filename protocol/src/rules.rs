@@ -57,7 +57,10 @@ pub fn check_spec(spec: &ResourceSpec) -> Result<(), Broken> {
             for key in g.config.keys() {
                 check_config_key(key)?;
             }
-            Ok(())
+            match &g.migrate_from {
+                Some(from) => check_migrate_from(&g.path, from),
+                None => Ok(()),
+            }
         }
         _ => Ok(()),
     }
@@ -183,6 +186,40 @@ pub fn check_config_key(key: &str) -> Result<(), Broken> {
             format!("{key:?} is not a git config key (section.key or section.subsection.key)"),
         )
     }
+}
+
+/// `migrate_from` of a clone at `path`: another directory, not inside the clone's path, and
+/// when the path lies inside it, directly inside it (the one directory the move recreates is
+/// the path's parent).
+pub fn check_migrate_from(path: &str, from: &str) -> Result<(), Broken> {
+    let inside = |p: &str, dir: &str| {
+        p.strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
+    };
+    if from == "/" || !crate::is_normal_absolute_path(from) {
+        return broken(
+            "migrate_from",
+            format!("invalid migrate_from path {from:?}"),
+        );
+    }
+    if from == path || inside(from, path) {
+        return broken(
+            "migrate_from",
+            format!("migrate_from {from} must not be the clone's path {path} or inside it"),
+        );
+    }
+    let parent = path
+        .rsplit_once('/')
+        .map_or("/", |(p, _)| if p.is_empty() { "/" } else { p });
+    if inside(path, from) && parent != from {
+        return broken(
+            "migrate_from",
+            format!(
+                "the clone's path {path} lies inside migrate_from {from} but not directly; only {from}/NAME can be migrated into"
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// A regular file's mode: no setuid, setgid or sticky bit, not world-writable.

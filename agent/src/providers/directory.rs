@@ -5,14 +5,19 @@
 //!   through its descriptor, parent fsynced). Its parent must exist: the engine orders a
 //!   parent's directory resource first, and a missing one fails this resource with a message
 //!   rather than being created with guessed owner and mode.
-//! - An existing directory's mode and owner are corrected through a descriptor of it
-//!   (`corrective`).
+//! - `replace: always` (the default): an existing directory's mode and owner are corrected
+//!   through a descriptor of it (`corrective`).
+//! - `replace: if_absent`: an existing directory is adopted, left entirely as found (a
+//!   person's own `~/.claude` stays `0755`): `unchanged` when its mode and owner match the
+//!   catalog, else `kept` with what differs. Entries other resources put inside it are theirs
+//!   to decide.
 //! - A symlink (even to a directory: THREATS F6), regular file or anything else at the path
-//!   fails the resource and is never modified.
+//!   is never modified: it fails the resource under `replace: always`, and is `kept` (left
+//!   as found, with what it is) under `replace: if_absent`.
 //! - Under noop nothing is created or changed.
 
 use anyhow::Context as _;
-use steward_protocol::DirectorySpec;
+use steward_protocol::{DirectoryReplace, DirectorySpec};
 
 use crate::engine::{Context, Outcome};
 use crate::host::DirState;
@@ -27,6 +32,8 @@ pub enum Plan {
     Create,
     /// A directory whose mode or owner differ.
     Correct(Vec<Change>),
+    /// A directory whose mode or owner differ, left as found (`if_absent`), and why.
+    Kept(String),
 }
 
 /// The plan for `have`, or why the path cannot be managed. Pure.
@@ -37,15 +44,41 @@ pub fn plan(spec: &DirectorySpec, uid: u32, gid: u32, have: &DirState) -> Result
             let changes = attribute_changes(inode, spec.mode, uid, gid);
             Ok(if changes.is_empty() {
                 Plan::Unchanged
+            } else if spec.replace == DirectoryReplace::IfAbsent {
+                Plan::Kept(kept_as_found(&changes, spec))
             } else {
                 Plan::Correct(changes)
             })
         }
+        DirState::Other(kind) if spec.replace == DirectoryReplace::IfAbsent => Ok(Plan::Kept(
+            format!("exists as a {kind}, not a directory; left as found (replace: if_absent)"),
+        )),
         DirState::Other(kind) => Err(format!(
             "refusing to manage {}: it is a {kind}, not a directory",
             spec.path
         )),
     }
+}
+
+/// Why an existing directory is left as found: what differs from the catalog. Pure.
+fn kept_as_found(changes: &[Change], spec: &DirectorySpec) -> String {
+    let parts: Vec<String> = changes
+        .iter()
+        .filter_map(|change| match change {
+            Change::Mode { from, to } => Some(format!("mode {from} (catalog: {to})")),
+            Change::Owner { from, to } => {
+                Some(format!("owner {from} (catalog: {} {to})", spec.owner))
+            }
+            Change::Group { from, to } => {
+                Some(format!("group {from} (catalog: {} {to})", spec.group))
+            }
+            Change::Create { .. } | Change::Content { .. } => None,
+        })
+        .collect();
+    format!(
+        "exists with {}; left as found (replace: if_absent)",
+        parts.join(", ")
+    )
 }
 
 /// Converges one `directory` resource.
@@ -54,6 +87,7 @@ pub fn apply(spec: &DirectorySpec, cx: &Context<'_>) -> anyhow::Result<Outcome> 
     let have = cx.host.observe_dir(&spec.path)?;
     match plan(spec, uid, gid, &have).map_err(anyhow::Error::msg)? {
         Plan::Unchanged => Ok(Outcome::Unchanged),
+        Plan::Kept(reason) => Ok(Outcome::Kept(reason)),
         Plan::Create => {
             if !cx.noop {
                 cx.host
@@ -135,11 +169,37 @@ mod tests {
                 Change::Owner { from: 0, to: 1000 },
             ]))
         );
+        let adopt = DirectorySpec {
+            replace: DirectoryReplace::IfAbsent,
+            ..spec()
+        };
+        assert_eq!(
+            plan(&adopt, 1000, 1000, &DirState::Absent),
+            Ok(Plan::Create)
+        );
+        assert_eq!(
+            plan(&adopt, 1000, 1000, &dir(0o750, 1000, 1000)),
+            Ok(Plan::Unchanged)
+        );
+        assert_eq!(
+            plan(&adopt, 1000, 1000, &dir(0o755, 1000, 0)),
+            Ok(Plan::Kept(
+                "exists with mode 0755 (catalog: 0750), group 0 (catalog: alice 1000); left as \
+                 found (replace: if_absent)"
+                    .into()
+            ))
+        );
         for kind in [FileKind::Symlink, FileKind::Regular, FileKind::Fifo] {
             let err = plan(&s, 1000, 1000, &DirState::Other(kind)).unwrap_err();
             assert_eq!(
                 err,
                 format!("refusing to manage /home/alice/code: it is a {kind}, not a directory")
+            );
+            assert_eq!(
+                plan(&adopt, 1000, 1000, &DirState::Other(kind)),
+                Ok(Plan::Kept(format!(
+                    "exists as a {kind}, not a directory; left as found (replace: if_absent)"
+                )))
             );
         }
     }

@@ -9,15 +9,21 @@
 //!   is never modified (THREATS F1, F2, F4); it is never opened for I/O, so a FIFO cannot block
 //!   the run.
 //! - **`replace: always`**: content, mode and owner converge.
-//! - **`replace: if_absent`**: the file is written only when missing. An existing file's
-//!   content is left alone, but its mode and owner are still enforced (DESIGN §4: "mode ...
-//!   enforced on existing files too"): a seeded `~/.claude.json` the user has since edited
-//!   keeps the user's content and stays `0600` and theirs.
+//! - **`replace: if_absent`**: the file is written only when missing. An existing file is
+//!   left entirely as found (content, mode and owner: a person's `~/.claude.json` stays
+//!   `0644` if that is how they keep it): `unchanged` when its mode and owner already match
+//!   the catalog, else `kept`, with what differs ("exists with mode 0644 (catalog: 0600);
+//!   left as found (replace: if_absent)"). Steward adopts what was there; it never clobbers it.
 //! - **`replace: if_marked`**: an existing file is replaced only when it contains the marker
 //!   (e.g. a "managed by steward" header). One without it has been taken over by its user and
-//!   is left entirely alone (content, mode and owner), reported `unchanged`: it is not a
-//!   failure, and `skipped` is reserved for resources held back by the run. A file too large
-//!   to observe ([`MAX_OBSERVED_BYTES`]) counts as unmarked.
+//!   is left entirely alone (content, mode and owner), reported `kept` with the reason: it is
+//!   not a failure, and `skipped` is reserved for resources held back by the run. A file too
+//!   large to observe ([`MAX_OBSERVED_BYTES`]) counts as unmarked.
+//! - **`replace: if_stale`** (one file, several variants Steward may write, say a kubeconfig
+//!   per tier): an existing file with Steward's `marker` but without this variant's
+//!   `current` text was written for another variant and is replaced (backed up if asked);
+//!   one with `current` is this variant, perhaps edited by its person, and is left as found
+//!   silently (`unchanged`); one without the marker is not Steward's and is `kept`.
 //! - **Replacing**: an existing file is replaced only if it is still the object that was
 //!   observed (same inode, size, mtime, ctime) right before the rename
 //!   ([`Host::write_file_atomic_expecting`](crate::host::Host::write_file_atomic_expecting)),
@@ -28,8 +34,8 @@
 //!   [`Host::backup_content`](crate::host::Host::backup_content), `0600 root` in a `0700 root`
 //!   directory). A failed backup fails the resource and nothing is replaced. Old content of
 //!   sensitive files is kept too, but its digest is never reported.
-//! - **Sensitive content** (sealed) is opened only when the content is converged (not for an
-//!   existing `if_absent` or unmarked `if_marked` file), compared with the observed content in
+//! - **Sensitive content** (sealed) is opened only when the content is converged (never for
+//!   a file a policy leaves as found), compared with the observed content in
 //!   memory and dropped (zeroed) when the resource is done, as is the observed old content. A
 //!   change is reported as "content changed (sensitive)": never bytes, never a digest.
 //! - **Diffs**: a unified diff for text content only, and only when the old content may be
@@ -57,49 +63,83 @@ const MAX_DIFF_INPUT: usize = 256 * 1024;
 const MAX_DIFF_OUTPUT: usize = 64 * 1024;
 
 /// What the replacement policy lets this run converge for what is at the path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     /// Content, mode and owner.
     All,
-    /// Mode and owner only; the content is left alone (`if_absent` on an existing file).
-    Attributes,
-    /// Nothing: the file is left alone (`if_marked` on a file without the marker).
-    Nothing,
+    /// Nothing is written: `unchanged` when mode and owner match the catalog, else `kept`
+    /// with what differs (`if_absent` on an existing file).
+    AsFound,
+    /// Nothing is written, and nothing is reported: this variant's own file, perhaps edited
+    /// by its person (`if_stale` with the `current` text).
+    Current,
+    /// Nothing is written: `kept`, for this reason (a file without the marker).
+    Kept(String),
 }
 
-/// The policy decision for an existing regular file (`None`: nothing there yet).
+/// The policy decision for an existing regular file (`None`: nothing there yet). Pure.
 pub fn scope(replace: &Replace, existing: Option<&RegularFile>) -> Scope {
     let Some(existing) = existing else {
         return Scope::All;
     };
+    let has = |text: &str| {
+        existing
+            .content
+            .as_deref()
+            .is_some_and(|content| contains(content, text.as_bytes()))
+    };
+    let unmarked = |policy: &str, marker: &str| {
+        let why = if existing.content.is_none() {
+            format!("is too large to look for the marker {marker:?}")
+        } else {
+            format!("does not carry the marker {marker:?}")
+        };
+        Scope::Kept(format!(
+            "exists and {why}; left as found (replace: {policy})"
+        ))
+    };
     match replace {
         Replace::Always => Scope::All,
-        Replace::IfAbsent => Scope::Attributes,
+        Replace::IfAbsent => Scope::AsFound,
         Replace::IfMarked { marker } => {
-            let marked = existing
-                .content
-                .as_deref()
-                .is_some_and(|content| contains(content, marker.as_bytes()));
-            if marked {
+            if has(marker) {
                 Scope::All
             } else {
-                Scope::Nothing
+                unmarked("if_marked", marker)
             }
         }
         Replace::IfStale { marker, current } => {
-            let has = |text: &str| {
-                existing
-                    .content
-                    .as_deref()
-                    .is_some_and(|content| contains(content, text.as_bytes()))
-            };
-            if has(marker) && !has(current) {
+            if has(current) {
+                Scope::Current
+            } else if has(marker) {
                 Scope::All
             } else {
-                Scope::Nothing
+                unmarked("if_stale", marker)
             }
         }
     }
+}
+
+/// Why an existing file left as found (`if_absent`) is reported `kept`: its attribute
+/// `changes` against the catalog. Pure.
+pub fn kept_as_found(changes: &[Change], names: Names<'_>) -> String {
+    let parts: Vec<String> = changes
+        .iter()
+        .filter_map(|change| match change {
+            Change::Mode { from, to } => Some(format!("mode {from} (catalog: {to})")),
+            Change::Owner { from, to } => {
+                Some(format!("owner {from} (catalog: {} {to})", names.owner))
+            }
+            Change::Group { from, to } => {
+                Some(format!("group {from} (catalog: {} {to})", names.group))
+            }
+            Change::Create { .. } | Change::Content { .. } => None,
+        })
+        .collect();
+    format!(
+        "exists with {}; left as found (replace: if_absent)",
+        parts.join(", ")
+    )
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -349,25 +389,38 @@ pub fn apply(spec: &FileSpec, cx: &Context<'_>) -> anyhow::Result<Outcome> {
              the agent create the file"
         ),
     };
-    let scope = scope(&spec.replace, existing);
-    if scope == Scope::Nothing {
-        return Ok(Outcome::Unchanged);
+    let names = Names {
+        owner: &spec.owner,
+        group: &spec.group,
+    };
+    match (scope(&spec.replace, existing), existing) {
+        (Scope::All, _) => {}
+        (Scope::Current, _) => return Ok(Outcome::Unchanged),
+        (Scope::Kept(reason), _) => return Ok(Outcome::Kept(reason)),
+        (Scope::AsFound, None) => unreachable!("an absent file is always in scope"),
+        (Scope::AsFound, Some(file)) => {
+            let changes = attribute_changes(&file.inode, spec.mode, uid, gid);
+            return Ok(if changes.is_empty() {
+                Outcome::Unchanged
+            } else {
+                Outcome::Kept(kept_as_found(&changes, names))
+            });
+        }
     }
     // Opened only when the content is converged; zeroed when `opened` drops.
     let opened: Secret;
-    let content = match (scope, &spec.content) {
-        (Scope::All, FileContent::Text(text)) => Some(text.as_bytes()),
-        (Scope::All, FileContent::Sealed(sealed)) => {
+    let content = match &spec.content {
+        FileContent::Text(text) => text.as_bytes(),
+        FileContent::Sealed(sealed) => {
             opened = cx
                 .open_sealed(sealed)
                 .with_context(|| format!("content of {path}"))?;
-            Some(opened.expose().as_bytes())
+            opened.expose().as_bytes()
         }
-        (Scope::All, FileContent::Secret(secret)) => Some(secret.expose().as_bytes()),
-        _ => None,
+        FileContent::Secret(secret) => secret.expose().as_bytes(),
     };
     let want = Want {
-        content,
+        content: Some(content),
         sensitive,
         mode: spec.mode,
         uid,
@@ -377,10 +430,6 @@ pub fn apply(spec: &FileSpec, cx: &Context<'_>) -> anyhow::Result<Outcome> {
     if changes.is_empty() {
         return Ok(Outcome::Unchanged);
     }
-    let names = Names {
-        owner: &spec.owner,
-        group: &spec.group,
-    };
     let (mut message, diff) = describe(&changes, names, cx.noop);
     let outcome = |message| Outcome::Changed {
         message,
@@ -391,13 +440,13 @@ pub fn apply(spec: &FileSpec, cx: &Context<'_>) -> anyhow::Result<Outcome> {
         return Ok(outcome(message));
     }
     let replaces_content = changes.iter().any(|c| matches!(c, Change::Content { .. }));
-    match (existing, content) {
-        (None, Some(bytes)) => {
+    match existing {
+        None => {
             cx.host
-                .write_file_atomic_with(path, bytes, spec.mode, uid, gid, Overwrite::Never)
+                .write_file_atomic_with(path, content, spec.mode, uid, gid, Overwrite::Never)
                 .with_context(|| format!("creating {path}"))?;
         }
-        (Some(file), Some(bytes)) if replaces_content => {
+        Some(file) if replaces_content => {
             if spec.backup {
                 let old = file.content.as_deref().with_context(|| {
                     format!(
@@ -417,7 +466,7 @@ pub fn apply(spec: &FileSpec, cx: &Context<'_>) -> anyhow::Result<Outcome> {
             }
             cx.host.write_file_atomic_expecting(
                 path,
-                bytes,
+                content,
                 spec.mode,
                 uid,
                 gid,
@@ -425,8 +474,7 @@ pub fn apply(spec: &FileSpec, cx: &Context<'_>) -> anyhow::Result<Outcome> {
                 Some(file.inode.identity()),
             )?;
         }
-        (Some(_), _) => cx.host.set_mode_owner(path, spec.mode, uid, gid)?,
-        (None, None) => unreachable!("an absent file is always in scope"),
+        Some(_) => cx.host.set_mode_owner(path, spec.mode, uid, gid)?,
     }
     Ok(outcome(message))
 }
@@ -485,14 +533,71 @@ mod tests {
             assert_eq!(scope(&replace, None), Scope::All, "{replace:?}");
         }
         assert_eq!(scope(&Replace::Always, Some(&unmarked)), Scope::All);
-        assert_eq!(scope(&Replace::IfAbsent, Some(&marked)), Scope::Attributes);
+        assert_eq!(scope(&Replace::IfAbsent, Some(&marked)), Scope::AsFound);
         assert_eq!(scope(&if_marked, Some(&marked)), Scope::All);
-        assert_eq!(scope(&if_marked, Some(&unmarked)), Scope::Nothing);
-        assert_eq!(scope(&if_marked, Some(&huge)), Scope::Nothing);
+        assert_eq!(
+            scope(&if_marked, Some(&unmarked)),
+            Scope::Kept(
+                "exists and does not carry the marker \"managed by steward\"; left as found \
+                 (replace: if_marked)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            scope(&if_marked, Some(&huge)),
+            Scope::Kept(
+                "exists and is too large to look for the marker \"managed by steward\"; left \
+                 as found (replace: if_marked)"
+                    .into()
+            )
+        );
         let empty = Replace::IfMarked {
             marker: String::new(),
         };
         assert_eq!(scope(&empty, Some(&unmarked)), Scope::All);
+    }
+
+    #[test]
+    fn if_stale_replaces_only_another_variant_of_steward_s_file() {
+        let if_stale = Replace::IfStale {
+            marker: "# steward kubeconfig".into(),
+            current: "# tier: admin".into(),
+        };
+        let other_tier = file(Some(b"# steward kubeconfig\n# tier: owner\n"), 0o600, 0, 0);
+        let this_tier = file(
+            Some(b"# steward kubeconfig\n# tier: admin\nedit\n"),
+            0o644,
+            0,
+            0,
+        );
+        let theirs = file(Some(b"apiVersion: v1\n"), 0o644, 0, 0);
+        assert_eq!(scope(&if_stale, None), Scope::All);
+        assert_eq!(scope(&if_stale, Some(&other_tier)), Scope::All);
+        assert_eq!(scope(&if_stale, Some(&this_tier)), Scope::Current);
+        assert_eq!(
+            scope(&if_stale, Some(&theirs)),
+            Scope::Kept(
+                "exists and does not carry the marker \"# steward kubeconfig\"; left as found \
+                 (replace: if_stale)"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_file_left_as_found_says_what_differs_from_the_catalog() {
+        let have = inode(0o644, 0, 1000);
+        let changes = attribute_changes(&have, Mode(0o600), 1000, 1000);
+        assert_eq!(
+            kept_as_found(&changes, NAMES),
+            "exists with mode 0644 (catalog: 0600), owner 0 (catalog: alice 1000); left as \
+             found (replace: if_absent)"
+        );
+        let changes = attribute_changes(&have, Mode(0o600), 0, 1000);
+        assert_eq!(
+            kept_as_found(&changes, NAMES),
+            "exists with mode 0644 (catalog: 0600); left as found (replace: if_absent)"
+        );
     }
 
     #[test]

@@ -14,9 +14,35 @@
 //!   (credentials are never in argv or `.git/config`; use a credential helper). Extra remotes
 //!   are only written to the config, never fetched by the agent, so they may also be
 //!   `ssh://` or `user@host:path`, still without a password.
-//! - **Never replaces a path**: nothing there → clone; an empty directory owned by the user
-//!   (e.g. left by an interrupted clone) → clone into it; the top of a work tree owned by
-//!   the user → converge; anything else → failed "path exists and is not a clone; left alone".
+//! - **Never replaces a path, never clones into a work tree**: nothing there → clone; an
+//!   empty directory owned by the user (e.g. left by an interrupted clone) → clone into it;
+//!   the top of a work tree owned by the user whose `origin` is the catalog URL (after
+//!   trivial normalisation: `file://`, a trailing `/` or `.git`) → converge. Anything else
+//!   is adopted as found and reported **`kept`** with what it is, never `failed`: a symlink
+//!   (a person's `~/code` pointing into another tree), a file, a plain directory, another
+//!   repository or a clone of another URL, a directory of another user, and a path whose
+//!   parent is a symlink or not a directory. Before cloning, every ancestor of the path up
+//!   to `/` is looked at: one holding a `.git` makes the resource `kept` ("would be inside
+//!   the work tree ..."), so a layout change never nests clones. Real errors (git failing,
+//!   permissions, a missing parent) still fail the resource.
+//! - **`migrate_from`** (a layout change, `~/code` → `~/code/infra`): when the path does
+//!   not exist and `migrate_from` holds a clean clone of the URL (owned by the user, the top
+//!   of its work tree, `origin` the catalog URL, `git status --porcelain` empty, untracked
+//!   files included, and no commit on a local branch or `HEAD` that no remote-tracking
+//!   branch has), the clone is **moved** to the path instead of cloning anew ("moved the
+//!   clone ~/code to ~/code/infra"), then converged as an existing clone. The move is
+//!   `renameat(RENAME_NOREPLACE)` beneath the root with no symlink followed, checked
+//!   against the observed inode: the clone keeps its inode, objects, `HEAD` and everything
+//!   in its tree. When the path lies inside `migrate_from` (it must then be directly inside
+//!   it, a catalog rule), `migrate_from` is renamed to the hidden sibling
+//!   `.NAME.steward-migrate`, recreated as a plain directory with the clone's owner and
+//!   mode, and the clone renamed into the path; a failure on the way puts it back, and a
+//!   sibling left by an agent killed mid-move makes the resource `kept` (naming it) until
+//!   someone looks.
+//!   `migrate_from` that is absent or a plain directory (the new layout's parent) changes
+//!   nothing: the path is cloned as usual. Anything else there (uncommitted work, local
+//!   commits, another remote, a symlink, another user's) is `kept` with the reason and
+//!   nothing is cloned, into it or beside it. Under noop the move is reported, not made.
 //! - **Clone**: the parent must exist (the engine orders the user and parent directory
 //!   first). The path is created by the agent as a 0755 directory owned by the user (so the
 //!   parent need not be writable by them), then `git clone --no-recurse-submodules
@@ -48,11 +74,12 @@
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
+use anyhow::Context as _;
 use steward_protocol::{is_normal_absolute_path, GitCloneSpec, Mode};
 
 use crate::command::{self, Output};
 use crate::engine::{Context, Outcome};
-use crate::host::DirState;
+use crate::host::{DirState, HostError, Inode};
 
 /// Mode of the clone's top directory when the agent creates it.
 const CLONE_DIR_MODE: Mode = Mode(0o755);
@@ -73,25 +100,113 @@ pub fn apply(spec: &GitCloneSpec, cx: &Context<'_>) -> anyhow::Result<Outcome> {
         home: user.home,
         scheme: source.scheme,
     };
-    let parent = parent_of(&spec.path);
-    let state = if parent_exists(cx, parent)? {
-        observe(cx, &git, &spec.path)?
-    } else if cx.noop {
-        PathState::Absent
+    let path = spec.path.as_str();
+    let parent = parent_of(path);
+    let parent_look = if parent == "/" {
+        Look::Directory(None)
     } else {
-        anyhow::bail!(
-            "cannot clone into {}: the parent directory {parent} does not exist",
-            spec.path
-        );
+        look(cx, parent)?
+    };
+    let state = match parent_look {
+        Look::Directory(_) => observe(cx, &git, path)?,
+        Look::Absent if cx.noop => PathState::Absent,
+        Look::Absent => {
+            anyhow::bail!("cannot clone into {path}: the parent directory {parent} does not exist")
+        }
+        Look::Foreign(why) => {
+            return Ok(Outcome::Kept(format!(
+                "not cloned: the parent {parent} {why}; left as found"
+            )))
+        }
     };
     match state {
-        PathState::Absent => clone(spec, cx, &git, &source, true),
-        PathState::EmptyDir => clone(spec, cx, &git, &source, false),
-        PathState::Foreign(why) => anyhow::bail!(
-            "{} exists and is not a clone; left alone ({why})",
-            spec.path
-        ),
-        PathState::Clone => converge(spec, cx, &git, &source),
+        PathState::Absent => {
+            if let Some(from) = &spec.migrate_from {
+                match migration(cx, &git, spec, from)? {
+                    Migration::Nothing => {}
+                    Migration::Kept(why) => return Ok(Outcome::Kept(why)),
+                    Migration::Move(inode) => {
+                        return migrate(spec, cx, &git, &source, from, inode);
+                    }
+                }
+            }
+            if let Some(tree) = enclosing_work_tree(cx, parent)? {
+                return Ok(Outcome::Kept(inside_work_tree(path, &tree)));
+            }
+            clone(spec, cx, &git, &source, true)
+        }
+        PathState::EmptyDir => {
+            if let Some(tree) = enclosing_work_tree(cx, parent)? {
+                return Ok(Outcome::Kept(inside_work_tree(path, &tree)));
+            }
+            clone(spec, cx, &git, &source, false)
+        }
+        PathState::Foreign(why) => Ok(Outcome::Kept(format!(
+            "{path} exists and is not a clone of {} ({why}); left as found",
+            spec.url
+        ))),
+        PathState::Clone => match get_config(&git, path, "remote.origin.url")? {
+            Some(origin) if same_remote(&origin, &spec.url) => converge(spec, cx, &git, &source),
+            origin => Ok(Outcome::Kept(format!(
+                "{path} {}; left as found",
+                other_repository(origin.as_deref(), &spec.url)
+            ))),
+        },
+    }
+}
+
+fn inside_work_tree(path: &str, tree: &str) -> String {
+    format!("{path} would be inside the work tree {tree}; not cloned")
+}
+
+/// What a work tree whose origin is not the catalog URL is, for a message. Pure.
+fn other_repository(origin: Option<&str>, url: &str) -> String {
+    match origin {
+        Some(origin) => format!("is a clone of {}, not of {url}", redact(origin)),
+        None => format!("is a git work tree without an origin remote, not a clone of {url}"),
+    }
+}
+
+/// Whether two remote URLs name the same repository, after trivial normalisation: a
+/// `file://` prefix (git records a local path either way), trailing `/` and `.git`, and the
+/// case of an `https://` host. Pure.
+pub fn same_remote(a: &str, b: &str) -> bool {
+    fn normal(url: &str) -> String {
+        let url = url.trim();
+        let url = url.strip_prefix("file://").unwrap_or(url);
+        let url = url.trim_end_matches('/');
+        let url = url
+            .strip_suffix(".git")
+            .unwrap_or(url)
+            .trim_end_matches('/');
+        match url.strip_prefix("https://") {
+            Some(rest) => {
+                let (host, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                format!("https://{}{tail}", host.to_ascii_lowercase())
+            }
+            None => url.to_string(),
+        }
+    }
+    normal(a) == normal(b)
+}
+
+/// The first directory from `dir` up to `/` that holds a `.git` (of any kind: a work tree's
+/// directory, a worktree's or submodule's file, a symlink), if any.
+fn enclosing_work_tree(cx: &Context<'_>, dir: &str) -> anyhow::Result<Option<String>> {
+    let mut dir = dir;
+    loop {
+        let dot_git = if dir == "/" {
+            "/.git".to_string()
+        } else {
+            format!("{dir}/.git")
+        };
+        if !matches!(cx.host.observe_dir(&dot_git)?, DirState::Absent) {
+            return Ok(Some(dir.to_string()));
+        }
+        if dir == "/" {
+            return Ok(None);
+        }
+        dir = parent_of(dir);
     }
 }
 
@@ -245,6 +360,9 @@ fn check_spec(spec: &GitCloneSpec) -> Result<(), String> {
     if spec.path == "/" || !is_normal_absolute_path(&spec.path) {
         return Err(format!("invalid clone path {:?}", spec.path));
     }
+    if let Some(from) = &spec.migrate_from {
+        check_migrate_from(&spec.path, from)?;
+    }
     if let Some(branch) = &spec.branch {
         if branch.is_empty()
             || branch.starts_with(['-', '/'])
@@ -275,6 +393,19 @@ fn check_spec(spec: &GitCloneSpec) -> Result<(), String> {
         check_remote_url(url)?;
     }
     Ok(())
+}
+
+/// `migrate_from` must be another normalized absolute path, not inside the clone's path,
+/// and when the path lies inside it, directly inside it: the protocol's rule, which the
+/// compiler applies too. Pure.
+pub fn check_migrate_from(path: &str, from: &str) -> Result<(), String> {
+    steward_protocol::rules::check_migrate_from(path, from).map_err(|broken| broken.message)
+}
+
+/// Whether `path` lies strictly beneath `dir` (both normalized absolute paths). Pure.
+fn is_inside(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir)
+        .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// A config key must be `section[.subsection].name`, and neither it nor its value may carry
@@ -389,20 +520,41 @@ fn observe(cx: &Context<'_>, git: &Git<'_>, path: &str) -> anyhow::Result<PathSt
     }
 }
 
-/// Whether `parent` is a directory; a missing ancestor counts as missing, something else
-/// than a directory fails the resource.
-fn parent_exists(cx: &Context<'_>, parent: &str) -> anyhow::Result<bool> {
-    if parent == "/" {
-        return Ok(true);
+/// What is at a path the clone needs to be a directory (its parent, `migrate_from`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Look {
+    Absent,
+    /// A directory (`None`: `/`, never observed).
+    Directory(Option<Inode>),
+    /// Something that is left as found, with what it is ("is a symlink").
+    Foreign(String),
+}
+
+/// Looks at `path` as a directory without following symlinks; a symlink or non-directory
+/// in the way is [`Look::Foreign`], not an error (it is someone's pre-existing layout).
+fn look(cx: &Context<'_>, path: &str) -> anyhow::Result<Look> {
+    if path == "/" {
+        return Ok(Look::Directory(None));
     }
-    match cx.host.observe_dir(parent) {
-        Ok(DirState::Directory(_)) => Ok(true),
-        Ok(DirState::Absent) => Ok(false),
-        Ok(DirState::Other(kind)) => {
-            anyhow::bail!("cannot clone beneath {parent}: it is a {kind}, not a directory")
-        }
+    match cx.host.observe_dir(path) {
+        Ok(DirState::Directory(inode)) => Ok(Look::Directory(Some(inode))),
+        Ok(DirState::Absent) => Ok(Look::Absent),
+        Ok(DirState::Other(kind)) => Ok(Look::Foreign(format!("is a {kind}"))),
+        Err(HostError::SymlinkInPath { path }) => Ok(Look::Foreign(format!(
+            "lies beneath the symlink {}",
+            path.display()
+        ))),
+        Err(HostError::NotDirectory { path, kind }) => Ok(Look::Foreign(format!(
+            "lies beneath {}, a {kind}",
+            path.display()
+        ))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether `parent` is a directory (for noop's note on a clone that would be made).
+fn parent_exists(cx: &Context<'_>, parent: &str) -> anyhow::Result<bool> {
+    Ok(parent == "/" || matches!(look(cx, parent)?, Look::Directory(_)))
 }
 
 fn parent_of(path: &str) -> &str {
@@ -507,6 +659,169 @@ fn clone(
     Ok(changes.outcome(false))
 }
 
+/// What `migrate_from` holds, for a clone whose path does not exist yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Migration {
+    /// Nothing to move (absent, or a plain directory): clone as usual.
+    Nothing,
+    /// A clean clone of the URL, observed as this inode: move it.
+    Move(Inode),
+    /// Something to leave as found, and why: nothing is cloned.
+    Kept(String),
+}
+
+/// Decides the migration from `from` (see the module docs); reads only.
+fn migration(
+    cx: &Context<'_>,
+    git: &Git<'_>,
+    spec: &GitCloneSpec,
+    from: &str,
+) -> anyhow::Result<Migration> {
+    let path = spec.path.as_str();
+    let kept = |why: String| {
+        Ok(Migration::Kept(format!(
+            "{from} {why}; not moved to {path}, and nothing cloned"
+        )))
+    };
+    let temp = migration_temp(from);
+    if look(cx, &temp)? != Look::Absent {
+        return Ok(Migration::Kept(format!(
+            "{temp} is left from an interrupted move of {from}; nothing moved or cloned (move \
+             it back to {from} or to {path}, or remove it)"
+        )));
+    }
+    let inode = match look(cx, from)? {
+        Look::Absent => return Ok(Migration::Nothing),
+        Look::Foreign(why) => return kept(why),
+        // `check_migrate_from` refuses `/`.
+        Look::Directory(None) => return Ok(Migration::Nothing),
+        Look::Directory(Some(inode)) => inode,
+    };
+    if inode.uid != git.uid {
+        return kept(format!(
+            "is a directory owned by uid {}, not the clone's user (uid {})",
+            inode.uid, git.uid
+        ));
+    }
+    let mut top = git.git(Some(from), &["rev-parse", "--show-toplevel"]);
+    top.env("GIT_CEILING_DIRECTORIES", parent_of(from));
+    let top = git.run(&mut top)?;
+    if !top.success() || top.stdout.trim_end_matches('\n') != from {
+        // A plain directory: the new layout's parent. Cloning goes on (never into a work
+        // tree: the caller looks at the ancestors next).
+        return Ok(Migration::Nothing);
+    }
+    let origin = get_config(git, from, "remote.origin.url")?;
+    if !origin
+        .as_deref()
+        .is_some_and(|origin| same_remote(origin, &spec.url))
+    {
+        return kept(other_repository(origin.as_deref(), &spec.url));
+    }
+    let status = git.checked(
+        "status",
+        &mut git.git(
+            Some(from),
+            &["--no-optional-locks", "status", "--porcelain"],
+        ),
+    )?;
+    if !status.trim().is_empty() {
+        return kept("has uncommitted or untracked changes".to_string());
+    }
+    let head = git.run(&mut git.git(Some(from), &["rev-parse", "--verify", "--quiet", "HEAD"]))?;
+    let mut args = vec!["rev-list", "--max-count=1"];
+    if head.success() {
+        args.push("HEAD");
+    }
+    args.extend(["--branches", "--not", "--remotes"]);
+    let local = git.checked("rev-list", &mut git.git(Some(from), &args))?;
+    if !local.trim().is_empty() {
+        return kept("has commits that are on no remote-tracking branch".to_string());
+    }
+    Ok(Migration::Move(inode))
+}
+
+/// The hidden sibling `migrate_from` is renamed to while its replacement directory is made.
+fn migration_temp(from: &str) -> String {
+    let parent = parent_of(from);
+    let name = &from[from.rfind('/').map_or(0, |i| i + 1)..];
+    if parent == "/" {
+        format!("/.{name}.steward-migrate")
+    } else {
+        format!("{parent}/.{name}.steward-migrate")
+    }
+}
+
+/// Moves the clean clone at `from` (observed as `inode`) to the path, then converges it.
+fn migrate(
+    spec: &GitCloneSpec,
+    cx: &Context<'_>,
+    git: &Git<'_>,
+    source: &CloneUrl,
+    from: &str,
+    inode: Inode,
+) -> anyhow::Result<Outcome> {
+    let path = spec.path.as_str();
+    let moved = format!("moved the clone {from} to {path}");
+    if cx.noop {
+        return Ok(Outcome::changed(format!("would: {moved}")));
+    }
+    if is_inside(path, from) {
+        let temp = migration_temp(from);
+        cx.host
+            .rename_entry(from, &temp, inode.identity())
+            .with_context(|| format!("moving {from} aside to {temp}; nothing was moved"))?;
+        let rest = (|| -> anyhow::Result<()> {
+            cx.host
+                .ensure_dir(from, inode.mode, inode.uid, inode.gid)
+                .with_context(|| format!("recreating {from}"))?;
+            let DirState::Directory(aside) = cx.host.observe_dir(&temp)? else {
+                anyhow::bail!("{temp} changed while the clone was moved");
+            };
+            anyhow::ensure!(
+                (aside.dev, aside.ino) == (inode.dev, inode.ino),
+                "{temp} changed while the clone was moved"
+            );
+            cx.host
+                .rename_entry(&temp, path, aside.identity())
+                .with_context(|| format!("moving {temp} to {path}"))?;
+            Ok(())
+        })();
+        if let Err(error) = rest {
+            // Put it back as it was; if that fails too, say where the clone is.
+            let back = (|| -> Result<(), HostError> {
+                if let DirState::Directory(_) = cx.host.observe_dir(from)? {
+                    cx.host.remove_empty_dir(from)?;
+                }
+                if let DirState::Directory(aside) = cx.host.observe_dir(&temp)? {
+                    cx.host.rename_entry(&temp, from, aside.identity())?;
+                }
+                Ok(())
+            })();
+            return Err(match back {
+                Ok(()) => error.context(format!("{from} was put back")),
+                Err(_) => error.context(format!("the clone is left at {temp}")),
+            });
+        }
+    } else {
+        cx.host
+            .rename_entry(from, path, inode.identity())
+            .with_context(|| format!("moving the clone {from} to {path}"))?;
+    }
+    Ok(match converge(spec, cx, git, source)? {
+        Outcome::Changed {
+            message,
+            diff,
+            corrective,
+        } => Outcome::Changed {
+            message: format!("{moved}; {message}"),
+            diff,
+            corrective,
+        },
+        _ => Outcome::changed(moved),
+    })
+}
+
 fn converge(
     spec: &GitCloneSpec,
     cx: &Context<'_>,
@@ -601,7 +916,8 @@ fn refresh(
     changes: &mut Changes,
 ) -> anyhow::Result<Refresh> {
     let path = spec.path.as_str();
-    if get_config(git, path, "remote.origin.url")?.as_deref() != Some(spec.url.as_str()) {
+    let origin = get_config(git, path, "remote.origin.url")?;
+    if !origin.is_some_and(|origin| same_remote(&origin, &spec.url)) {
         return Ok(Refresh::Held("origin is not the catalog's URL".to_string()));
     }
     let head_ref =
@@ -1046,6 +1362,70 @@ mod tests {
                 .insert("-x".into(), "https://forgejo.example/y.git".into());
         })
         .is_err());
+    }
+
+    #[test]
+    fn remotes_compare_after_trivial_normalisation() {
+        for (a, b) in [
+            ("file:///srv/fixture.git", "/srv/fixture.git"),
+            ("file:///srv/fixture.git", "file:///srv/fixture.git/"),
+            ("file:///srv/fixture.git", "file:///srv/fixture"),
+            (
+                "https://Forgejo.Example/team/x.git",
+                "https://forgejo.example/team/x",
+            ),
+            (
+                "https://forgejo.example/team/x/",
+                "https://forgejo.example/team/x.git",
+            ),
+        ] {
+            assert!(same_remote(a, b), "{a} {b}");
+        }
+        for (a, b) in [
+            (
+                "https://forgejo.example/team/x.git",
+                "https://forgejo.example/team/y.git",
+            ),
+            (
+                "https://forgejo.example/Team/x",
+                "https://forgejo.example/team/x",
+            ),
+            ("file:///srv/fixture.git", "file:///srv/other.git"),
+            ("https://forgejo.example/x", "ssh://forgejo.example/x"),
+        ] {
+            assert!(!same_remote(a, b), "{a} {b}");
+        }
+        assert_eq!(
+            other_repository(Some("https://u:p@h/x"), "https://h/y"),
+            "is a clone of https://<redacted>, not of https://h/y"
+        );
+        assert_eq!(
+            other_repository(None, "https://h/y"),
+            "is a git work tree without an origin remote, not a clone of https://h/y"
+        );
+    }
+
+    #[test]
+    fn migrate_from_is_elsewhere_or_the_direct_parent() {
+        assert!(check_migrate_from("/home/a/code/infra", "/home/a/code").is_ok());
+        assert!(check_migrate_from("/home/a/code/infra", "/home/a/src/infra").is_ok());
+        for (path, from) in [
+            ("/home/a/code/infra", "/home/a/code/infra"),
+            ("/home/a/code", "/home/a/code/infra"),
+            ("/home/a/code/x/infra", "/home/a/code"),
+            ("/home/a/code/infra", "/"),
+            ("/home/a/code/infra", "/home/a/../code"),
+        ] {
+            assert!(check_migrate_from(path, from).is_err(), "{path} {from}");
+        }
+        assert!(is_inside("/home/a/code/infra", "/home/a/code"));
+        assert!(!is_inside("/home/a/codex", "/home/a/code"));
+        assert!(!is_inside("/home/a/code", "/home/a/code"));
+        assert_eq!(
+            migration_temp("/home/a/code"),
+            "/home/a/.code.steward-migrate"
+        );
+        assert_eq!(migration_temp("/code"), "/.code.steward-migrate");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! followed or checked (it may not exist yet).
 //!
 //! - `replace: if_absent`: the link is created only when nothing is at the path; any existing
-//!   entry (a link to elsewhere, a file, a directory) is left alone, owner included, and the
-//!   resource is `unchanged`.
+//!   entry is left alone, owner included: the right link is `unchanged`, anything else (a
+//!   link to elsewhere, a file, a directory) is `kept`, with what it is.
 //! - `replace: always`: an existing symlink with another target is repointed (atomically:
 //!   there is always a link at the path), and a link with the right target gets its owner
 //!   corrected; both are `corrective`. A regular file, directory or anything else at the
@@ -25,8 +25,10 @@ use crate::host::LinkState;
 /// What converging a symlink takes. Pure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
-    /// Already as wanted, or left alone by the policy.
+    /// Already as wanted.
     Unchanged,
+    /// Something else is there and the policy leaves it alone (`if_absent`), and why.
+    Kept(String),
     /// Nothing there: create the link.
     Create,
     /// A link to another target: repoint it (and set its owner).
@@ -45,7 +47,19 @@ pub enum Plan {
 pub fn plan(spec: &SymlinkSpec, uid: u32, gid: u32, have: &LinkState) -> Result<Plan, String> {
     match (spec.replace, have) {
         (_, LinkState::Absent) => Ok(Plan::Create),
-        (SymlinkReplace::IfAbsent, _) => Ok(Plan::Unchanged),
+        (SymlinkReplace::IfAbsent, LinkState::Symlink { target, .. }) => {
+            Ok(if target.as_os_str() == OsStr::new(&spec.target) {
+                Plan::Unchanged
+            } else {
+                Plan::Kept(format!(
+                    "exists as a symlink to {}; left as found (replace: if_absent)",
+                    display(target)
+                ))
+            })
+        }
+        (SymlinkReplace::IfAbsent, LinkState::Other(kind)) => Ok(Plan::Kept(format!(
+            "exists as a {kind}; left as found (replace: if_absent)"
+        ))),
         (SymlinkReplace::Always, LinkState::Symlink { target, inode }) => {
             if target.as_os_str() != OsStr::new(&spec.target) {
                 Ok(Plan::Repoint {
@@ -83,6 +97,7 @@ pub fn apply(spec: &SymlinkSpec, cx: &Context<'_>) -> anyhow::Result<Outcome> {
     let would = |done: &str, pending: &str| if cx.noop { pending } else { done }.to_string();
     let outcome = match &plan {
         Plan::Unchanged => return Ok(Outcome::Unchanged),
+        Plan::Kept(reason) => return Ok(Outcome::Kept(reason.clone())),
         Plan::Create => Outcome::changed(format!(
             "{} -> {}",
             would("created", "would create"),
@@ -110,7 +125,7 @@ pub fn apply(spec: &SymlinkSpec, cx: &Context<'_>) -> anyhow::Result<Outcome> {
         return Ok(outcome);
     }
     match plan {
-        Plan::Unchanged => {}
+        Plan::Unchanged | Plan::Kept(_) => {}
         Plan::Create | Plan::Repoint { .. } => {
             cx.host
                 .create_symlink_atomic(&spec.path, &spec.target, uid, gid)
@@ -163,13 +178,23 @@ mod tests {
     fn if_absent_creates_or_leaves_anything_alone() {
         let s = spec(SymlinkReplace::IfAbsent);
         assert_eq!(plan(&s, 1000, 1000, &LinkState::Absent), Ok(Plan::Create));
-        for have in [
-            link("/elsewhere", 0),
-            link("/opt/tool/bin/tool", 0),
-            LinkState::Other(FileKind::Regular),
-            LinkState::Other(FileKind::Directory),
+        // The right target, whoever owns the link: nothing to say.
+        assert_eq!(
+            plan(&s, 1000, 1000, &link("/opt/tool/bin/tool", 0)),
+            Ok(Plan::Unchanged)
+        );
+        for (have, why) in [
+            (link("/elsewhere\n", 0), "a symlink to /elsewhere\\n"),
+            (LinkState::Other(FileKind::Regular), "a regular file"),
+            (LinkState::Other(FileKind::Directory), "a directory"),
         ] {
-            assert_eq!(plan(&s, 1000, 1000, &have), Ok(Plan::Unchanged), "{have:?}");
+            assert_eq!(
+                plan(&s, 1000, 1000, &have),
+                Ok(Plan::Kept(format!(
+                    "exists as {why}; left as found (replace: if_absent)"
+                ))),
+                "{have:?}"
+            );
         }
     }
 
