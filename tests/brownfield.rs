@@ -348,6 +348,18 @@ impl Brownfield {
             code: out.status.code(),
             report,
         };
+        // The server stored the report (kept, deferred and drift included).
+        let run_id = run.report["run_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let stored = self.server.try_admin_get("/api/v1/runs?node=devvm");
+        self.check(
+            stored
+                .as_ref()
+                .is_ok_and(|runs| runs.to_string().contains(&run_id)),
+            || format!("{step}: the server has not stored run {run_id}: {stored:?}"),
+        );
         // One line per run for the log: what was left as found, deferred or drifting.
         let notices: Vec<String> = run
             .events()
@@ -382,6 +394,22 @@ impl Brownfield {
             run.report["totals"]
         );
         run
+    }
+
+    /// A web UI page (as the admin), lowercased; empty (and a failed check) when the server
+    /// does not serve it.
+    fn page(&self, path: &str) -> String {
+        match self
+            .server
+            .admin_request(path)
+            .and_then(|r| r.text().map_err(|e| e.to_string()))
+        {
+            Ok(text) => text.to_lowercase(),
+            Err(e) => {
+                self.check(false, || format!("the web UI: {e}"));
+                String::new()
+            }
+        }
     }
 
     fn stat(&self, path: &str) -> String {
@@ -565,6 +593,15 @@ fn a_lived_in_devvm_is_adopted_without_breaking_anyone() {
             "step 1: emo's pre-existing {resource} is reported kept: {event:#}"
         );
     }
+    let run_page = b.page(&format!(
+        "/ui/runs/{}",
+        first.report["run_id"].as_str().unwrap_or_default()
+    ));
+    check!(
+        b,
+        run_page.contains("kept") && run_page.contains("git_clone:/home/emo/code"),
+        "step 1: the run's page shows the kept git_clone:/home/emo/code"
+    );
     let user = first.event("step 1", "user:emo");
     check!(
         b,
@@ -708,14 +745,9 @@ fn idle_gated_restart(b: &Brownfield) {
         anca_id,
         "step 3a: idle ancamilea's t3-serve@ restarts at once"
     );
-    let node_page = b
-        .server
-        .admin_request("/ui/nodes/devvm")
-        .and_then(|r| r.text().map_err(|e| e.to_string()))
-        .unwrap();
     check!(
         b,
-        node_page.contains("deferred"),
+        b.page("/ui/nodes/devvm").contains("deferred"),
         "step 3a: the node page shows the deferred restart"
     );
 
@@ -936,6 +968,14 @@ fn demotion(b: &Brownfield) {
         "step 7a: the totals count the drift: {:#}",
         run.report["totals"]
     );
+    for page in ["/ui/nodes/devvm", "/ui/roster/mira"] {
+        let text = b.page(page);
+        check!(
+            b,
+            text.contains("drift") && text.contains("sudo"),
+            "step 7a: {page} shows mira's drift (sudo, docker beyond her tier)"
+        );
+    }
     let groups = b.groups("mira");
     check!(
         b,
