@@ -1003,29 +1003,7 @@ fn agent_run(root: &Root, catalog: &Catalog) -> serde_json::Value {
 }
 
 fn agent_run_with(root: &Root, catalog: &Catalog, extra: &[&str]) -> serde_json::Value {
-    root.write("/root/catalog.signed", &support::sign(catalog));
-    let trust = support::trust();
-    let mut args = vec![
-        "/usr/local/bin/steward-agent",
-        "run",
-        "--catalog",
-        "/root/catalog.signed",
-        "--trust",
-        &trust,
-        "--node",
-        NODE,
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    let out = root.run(&args);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "agent run ({}) printed no JSON report ({e}): {stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    root.run_catalog(catalog, NODE, extra)
 }
 
 /// `(status, message)` of resource `id` in a report.

@@ -225,3 +225,25 @@ pub fn check_roles_for(
 
 #[cfg(test)]
 mod tests;
+
+/// Vault data whose roles map agrees with the roster (role = tier, namespaces granted), at
+/// the site's roles path: what `check` stands in for Vault with, and what tests start from.
+pub fn roles_agreeing_with_roster(site: &Site) -> VaultData {
+    let roles: serde_json::Map<String, serde_json::Value> = site
+        .roster
+        .users
+        .iter()
+        .map(|u| {
+            let role = serde_json::json!({ "role": u.tier, "namespaces": u.namespaces });
+            (u.k8s_user.clone(), role)
+        })
+        .collect();
+    let mut data = serde_json::Map::new();
+    data.insert(site.config.vault.roles_key.clone(), roles.into());
+    let mut vault = VaultData::default();
+    vault.paths.insert(
+        site.config.vault.roles_path.clone(),
+        VaultSecret { data, version: 0 },
+    );
+    vault
+}

@@ -64,20 +64,11 @@ fn load(fixture: &str) -> (Site, VaultData) {
         .or_insert_with(|| DEFAULT_TIERS.into());
     let site = parse_site(&files).unwrap_or_else(|e| panic!("fixture site is invalid:\n{e}"));
     if !vault.paths.contains_key("secret/platform") {
-        let roles: serde_json::Map<String, serde_json::Value> = site
-            .roster
-            .users
-            .iter()
-            .map(|u| {
-                let role = serde_json::json!({ "role": u.tier, "namespaces": u.namespaces });
-                (u.k8s_user.clone(), role)
-            })
-            .collect();
-        let mut data = serde_json::Map::new();
-        data.insert("k8s_users".into(), roles.into());
-        vault
-            .paths
-            .insert("secret/platform".into(), VaultSecret { data, version: 7 });
+        let mut roles = steward_catalogs::vault::roles_agreeing_with_roster(&site);
+        for secret in roles.paths.values_mut() {
+            secret.version = 7;
+        }
+        vault.paths.extend(roles.paths);
     }
     (site, vault)
 }

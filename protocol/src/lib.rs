@@ -10,6 +10,7 @@
 //! bytes are always passed in.
 #![deny(missing_docs)]
 
+pub mod calendar;
 pub mod catalog;
 pub mod enroll;
 pub mod envelope;

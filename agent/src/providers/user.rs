@@ -84,6 +84,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context as _};
 use rustix::fs::{RenameFlags, CWD};
+use steward_protocol::calendar::civil_from_days;
 use steward_protocol::{is_privileged, Mode, UserAttribute, UserEnsure, UserSpec};
 
 use crate::command;
@@ -1347,21 +1348,6 @@ fn utc_stamp(secs: u64) -> String {
         rest % 3600 / 60,
         rest % 60
     )
-}
-
-/// Proleptic Gregorian date of a day number (days since 1970-01-01), after Howard Hinnant's
-/// `civil_from_days`.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month as u32, day as u32)
 }
 
 #[cfg(test)]

@@ -122,6 +122,34 @@ impl Root {
             .expect("running a command in the root")
     }
 
+    /// `steward-agent run --catalog` on `catalog` (signed here, trusted by pin) inside the root
+    /// as `node`, with `extra` arguments; returns the JSON report.
+    pub fn run_catalog(&self, catalog: &Catalog, node: &str, extra: &[&str]) -> serde_json::Value {
+        self.write("/root/catalog.signed", &sign(catalog));
+        let trust = trust();
+        let mut args = vec![
+            "/usr/local/bin/steward-agent",
+            "run",
+            "--catalog",
+            "/root/catalog.signed",
+            "--trust",
+            &trust,
+            "--node",
+            node,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!(
+                "agent run ({}) printed no JSON report ({e}): {stdout}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
     /// [`Root::run`], asserting success; returns stdout.
     pub fn run_ok(&self, args: &[&str]) -> String {
         let out = self.run(args);

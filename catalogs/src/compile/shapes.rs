@@ -17,7 +17,7 @@ use steward_protocol::{NodeId, Timestamp};
 
 use super::glob::glob_match;
 use super::{Compiler, NodeInfo};
-use crate::model::{Site, SiteError, State, VaultData, VaultSecret};
+use crate::model::{Site, SiteError, State, VaultData};
 
 /// How many times a compile without Vault data is retried with the paths it found missing.
 const MAX_STAND_IN_ROUNDS: usize = 8;
@@ -82,7 +82,7 @@ fn compile_with_stand_in(
     node: &NodeInfo,
     now: Timestamp,
 ) -> Result<super::CompiledCatalog, super::CompileError> {
-    let mut vault = roles_from_roster(&compiler.site);
+    let mut vault = crate::vault::roles_agreeing_with_roster(&compiler.site);
     let mut result = compiler.compile(&vault, node, &State::default(), now);
     for _ in 0..MAX_STAND_IN_ROUNDS {
         let missing = match &result {
@@ -95,27 +95,6 @@ fn compile_with_stand_in(
         result = compiler.compile(&vault, node, &State::default(), now);
     }
     result
-}
-
-/// Vault data whose roles map agrees with the roster (role = tier, namespaces granted).
-fn roles_from_roster(site: &Site) -> VaultData {
-    let roles: serde_json::Map<String, serde_json::Value> = site
-        .roster
-        .users
-        .iter()
-        .map(|u| {
-            let role = serde_json::json!({ "role": u.tier, "namespaces": u.namespaces });
-            (u.k8s_user.clone(), role)
-        })
-        .collect();
-    let mut data = serde_json::Map::new();
-    data.insert(site.config.vault.roles_key.clone(), roles.into());
-    let mut vault = VaultData::default();
-    vault.paths.insert(
-        site.config.vault.roles_path.clone(),
-        VaultSecret { data, version: 0 },
-    );
-    vault
 }
 
 /// Errors about Vault contents, which a check without Vault data cannot decide.

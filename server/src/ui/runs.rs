@@ -245,16 +245,7 @@ fn parse_day(text: Option<&str>) -> Result<Option<Timestamp>, UiError> {
     Ok(Some(Timestamp(days_from_civil(y, m, d) * 86_400)))
 }
 
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+pub use steward_protocol::calendar::days_from_civil;
 
 /// A resource event on the run page.
 #[derive(Debug, Clone)]
