@@ -1,6 +1,17 @@
 //! The agent's side of the server API: enrollment (unsigned, token in the body), and signed
 //! catalog, wait and report requests (DESIGN §5). Blocking: the agent does one thing at a time.
+//!
+//! What a server (or a proxy in front of it) answers is not trusted to be well behaved:
+//! - every body is read through [`read_capped`], which stops at its limit **while reading**
+//!   (an endless body costs the limit, not memory; THREATS C10);
+//! - redirects are never followed: a signed request re-sent to another host could be replayed
+//!   from there to the real server within the clock skew (THREATS S7). A 3xx is
+//!   [`ClientError::Redirected`], naming where it pointed;
+//! - a `200` that is not a catalog (an HTML login page of a captive proxy, anything that is not
+//!   JSON) is [`ClientError::NotACatalog`], which a run treats like an unreachable server;
+//! - with a `ca_file`, only that CA is trusted for TLS, not the compiled-in public roots.
 
+use std::io::Read;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -10,7 +21,7 @@ use serde::Deserialize;
 use steward_protocol::envelope::SigningKeyPair;
 use steward_protocol::request::{nonce_from_bytes, sign_request};
 use steward_protocol::{
-    EnrollRequest, EnrollResponse, Facts, Serial, Timestamp, MAX_CATALOG_BYTES,
+    EnrollRequest, EnrollResponse, Facts, Serial, Timestamp, MAX_CATALOG_BYTES, MAX_ENROLL_BYTES,
 };
 
 use crate::state::now;
@@ -64,21 +75,80 @@ pub enum ClientError {
     /// The answer was not what the protocol says.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
+    /// The server answered a redirect, which is never followed (a signed request must reach
+    /// only the server it was signed for).
+    #[error(
+        "the server answered {status} redirecting to {location}; redirects are not followed \
+         (a signed request goes only to the configured server): fix `server` in the agent's \
+         configuration or the proxy in front of the server"
+    )]
+    Redirected {
+        /// HTTP status.
+        status: u16,
+        /// The host (and port) the `Location` header names, or what stood there instead.
+        location: String,
+    },
+    /// Where a catalog was expected, something else came: another content type, or more
+    /// than a catalog may be.
+    #[error("the server's answer is not a catalog: {0}")]
+    NotACatalog(String),
+}
+
+/// Largest wait answer, error body or report acknowledgement read from the server.
+pub const MAX_SMALL_ANSWER_BYTES: usize = 64 * 1024;
+/// How much of an error body is read for its message.
+const MAX_ERROR_BODY_BYTES: usize = 4 * 1024;
+
+/// A body read to its end, or the fact that it went beyond `limit` (stopped at `limit + 1`).
+enum Capped {
+    Complete(Vec<u8>),
+    Over,
+}
+
+/// Reads `response`'s body, stopping as soon as it goes beyond `limit` bytes (THREATS C10).
+fn read_capped(response: Response, limit: usize) -> Result<Capped, ClientError> {
+    let mut bytes = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    response
+        .take(cap)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ClientError::Unavailable(format!("reading the answer: {e}")))?;
+    if bytes.len() > limit {
+        return Ok(Capped::Over);
+    }
+    Ok(Capped::Complete(bytes))
+}
+
+/// [`read_capped`], going beyond `limit` being a protocol error about `what`.
+fn read_body(response: Response, limit: usize, what: &str) -> Result<Vec<u8>, ClientError> {
+    match read_capped(response, limit)? {
+        Capped::Complete(bytes) => Ok(bytes),
+        Capped::Over => Err(ClientError::Protocol(format!(
+            "the {what} exceeds {limit} bytes; stopped reading"
+        ))),
+    }
 }
 
 impl Client {
-    /// A client for `base` (`https://host:port`), trusting `ca_pem` in addition to the system
-    /// roots when given.
+    /// A client for `base` (`https://host:port`). With `ca_pem` (the `ca_file`), TLS trusts
+    /// only the certificates in it; without, the compiled-in public roots. Redirects are never
+    /// followed.
     pub fn new(base: &str, ca_pem: Option<&[u8]>, timeout: Duration) -> anyhow::Result<Client> {
         let mut builder = Http::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("steward-agent/", env!("CARGO_PKG_VERSION")))
-            .https_only(!is_plain_http_allowed(base));
+            .https_only(!is_plain_http_allowed(base))
+            .redirect(reqwest::redirect::Policy::none());
         if let Some(pem) = ca_pem {
-            for cert in
-                reqwest::Certificate::from_pem_bundle(pem).context("parsing the CA file (PEM)")?
-            {
+            let certs =
+                reqwest::Certificate::from_pem_bundle(pem).context("parsing the CA file (PEM)")?;
+            if certs.is_empty() {
+                bail!("the CA file holds no PEM certificate");
+            }
+            // Pinned: a public CA's certificate for the server's name is not enough.
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
         }
@@ -99,9 +169,8 @@ impl Client {
             .signed(key, "POST", "/v1/enroll", body)?
             .send()
             .map_err(transport)?;
-        let response = check(response)?;
-        let bytes = response.bytes().map_err(transport)?;
-        steward_protocol::strict::from_slice(&bytes, 64 * 1024)
+        let bytes = read_body(check(response)?, MAX_ENROLL_BYTES, "enrollment answer")?;
+        steward_protocol::strict::from_slice(&bytes, MAX_ENROLL_BYTES)
             .map_err(|e| ClientError::Protocol(format!("enrollment answer: {e}")))
     }
 
@@ -122,14 +191,37 @@ impl Client {
             return Ok(CatalogReply::NotModified);
         }
         let response = check(response)?;
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
         if response
             .content_length()
             .is_some_and(|l| l > MAX_CATALOG_BYTES as u64)
         {
-            return Err(ClientError::Protocol("catalog over the size limit".into()));
+            return Err(ClientError::NotACatalog(format!(
+                "its length exceeds {MAX_CATALOG_BYTES} bytes"
+            )));
         }
-        let bytes = response.bytes().map_err(transport)?;
-        Ok(CatalogReply::Envelope(bytes.to_vec()))
+        let bytes = match read_capped(response, MAX_CATALOG_BYTES)? {
+            Capped::Complete(bytes) => bytes,
+            Capped::Over => {
+                return Err(ClientError::NotACatalog(format!(
+                    "the body exceeds {MAX_CATALOG_BYTES} bytes; stopped reading"
+                )))
+            }
+        };
+        if !is_json(content_type.as_deref()) {
+            return Err(ClientError::NotACatalog(format!(
+                "{} of {}, where an application/json envelope was expected",
+                human_size(bytes.len()),
+                content_type.as_deref().map_or_else(
+                    || "no content type".to_owned(),
+                    |t| format!("`{}`", printable(t, 80))
+                ),
+            )));
+        }
+        Ok(CatalogReply::Envelope(bytes))
     }
 
     /// `GET /v1/wait?serial=N&timeout=S`: returns when the serial moves, an admin asks for a
@@ -149,7 +241,7 @@ impl Client {
             .timeout(timeout + Duration::from_secs(30))
             .send()
             .map_err(transport)?;
-        let bytes = check(response)?.bytes().map_err(transport)?;
+        let bytes = read_body(check(response)?, MAX_SMALL_ANSWER_BYTES, "wait answer")?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("wait: {e}")))
     }
 
@@ -159,7 +251,13 @@ impl Client {
             .signed(key, "POST", "/v1/reports", body)?
             .send()
             .map_err(transport)?;
-        check(response).map(|_| ())
+        // The acknowledgement is read (bounded) so the connection can be reused.
+        read_body(
+            check(response)?,
+            MAX_SMALL_ANSWER_BYTES,
+            "report acknowledgement",
+        )
+        .map(|_| ())
     }
 
     fn signed(
@@ -205,9 +303,56 @@ fn is_plain_http_allowed(base: &str) -> bool {
     matches!(host, "127.0.0.1" | "localhost") || rest.starts_with("[::1]")
 }
 
+/// Whether a `Content-Type` is JSON (`application/json`, with or without parameters).
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+    })
+}
+
+/// `n bytes`, for messages.
+fn human_size(bytes: usize) -> String {
+    format!("{bytes} bytes")
+}
+
+/// Server-chosen text for a message: control characters dropped, at most `max` characters.
+fn printable(text: &str, max: usize) -> String {
+    text.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+/// Where a redirect points: the host (and port) of an absolute `Location`, else its text.
+fn redirect_target(response: &Response) -> String {
+    let Some(location) = response.headers().get(reqwest::header::LOCATION) else {
+        return "nowhere (no Location header)".to_owned();
+    };
+    let text = String::from_utf8_lossy(location.as_bytes());
+    match reqwest::Url::parse(&text) {
+        Ok(url) => {
+            let host = url.host_str().unwrap_or("?");
+            match url.port() {
+                Some(port) => format!("host `{}:{port}`", printable(host, 255)),
+                None => format!("host `{}`", printable(host, 255)),
+            }
+        }
+        Err(_) => format!("`{}` on the same server", printable(&text, 255)),
+    }
+}
+
 fn transport(e: reqwest::Error) -> ClientError {
-    // reqwest's message never includes request headers or bodies.
-    ClientError::Unavailable(format!("{e}"))
+    // reqwest's message never includes request headers or bodies. Its causes say why (a
+    // refused certificate, a reset connection), so they are part of the message.
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(error) = cause {
+        let text = error.to_string();
+        if !message.contains(&text) {
+            message.push_str(&format!(": {text}"));
+        }
+        cause = error.source();
+    }
+    ClientError::Unavailable(message)
 }
 
 /// Clock differences from this many seconds on are named in a refusal's message.
@@ -230,6 +375,12 @@ fn check(response: Response) -> Result<Response, ClientError> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
+    }
+    if status.is_redirection() {
+        return Err(ClientError::Redirected {
+            status: status.as_u16(),
+            location: redirect_target(&response),
+        });
     }
     if status == StatusCode::TOO_MANY_REQUESTS {
         let retry_after = response
@@ -258,13 +409,12 @@ fn check(response: Response) -> Result<Response, ClientError> {
                  (timedatectl, chrony)"
             )
         });
-    let mut message: String = response
-        .text()
-        .unwrap_or_default()
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(300)
-        .collect();
+    // At most the first few KiB of the body, even when it never ends.
+    let body = match read_capped(response, MAX_ERROR_BODY_BYTES) {
+        Ok(Capped::Complete(bytes)) => bytes,
+        Ok(Capped::Over) | Err(_) => Vec::new(),
+    };
+    let mut message = printable(&String::from_utf8_lossy(&body), 300);
     message.push_str(clock_note.as_deref().unwrap_or_default());
     if status.is_server_error() {
         Err(ClientError::Unavailable(format!("{status}: {message}")))

@@ -4,7 +4,7 @@
 //! # Written by cloud-init on a template clone.
 //! join = "steward:v1:<token>:<root fingerprint>:https://steward.example:8443"
 //! # server_url = "https://steward.example:8443"   # defaults to the join string's
-//! # ca_file = "/etc/steward/server-ca.pem"         # extra CA for the server's TLS certificate
+//! # ca_file = "/etc/steward/server-ca.pem"         # the only CAs trusted for the server's TLS
 //! interval_secs = 1800
 //! splay_limit_secs = 600
 //! # idle_check_secs = 60   # while a restart waits for its user to go idle, check this often
@@ -31,7 +31,8 @@ pub struct AgentConfig {
     pub join_file: Option<PathBuf>,
     /// Server base URL (defaults to the one in the join string).
     pub server_url: Option<String>,
-    /// PEM file with CA certificates to trust for the server, besides the system roots.
+    /// PEM file with the CA certificates to trust for the server's TLS certificate. When set,
+    /// only these are trusted (not the compiled-in public roots): TLS trust is pinned.
     pub ca_file: Option<PathBuf>,
     /// Seconds between runs.
     pub interval_secs: u64,

@@ -23,8 +23,10 @@
 //!   longer that object right before the rename
 //!   ([`Host::write_file_atomic_expecting`]; best effort, see there);
 //! - temp files an agent killed mid-write left behind (`.<name>.steward-tmp.<pid>.<n>.<hex>`)
-//!   are removed by the next write into the same directory once older than
-//!   [`STALE_TEMP_AGE`];
+//!   are removed by the next write into the same directory, and by
+//!   [`Host::remove_stale_temps`] (for a run to call for every file it manages, converged
+//!   or not), as soon as the process named in them is gone, or once older than
+//!   [`STALE_TEMP_AGE`] if it is not (a reused pid);
 //! - old content can be kept in a root-only content-addressed bucket before it is replaced
 //!   ([`Host::backup_content`]).
 //!
@@ -400,14 +402,22 @@ impl HostError {
     }
 }
 
-/// Steps of the atomic write, so tests can fail at each one (THREATS R5).
+/// Steps of the atomic write, so tests can fail at each one, or be SIGKILLed right before
+/// it (THREATS R5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
+    /// The temp file exists, empty.
     Write,
+    /// The content is written.
     Chown,
+    /// The temp file has its owner.
     Chmod,
+    /// The temp file has its mode.
     Fsync,
+    /// The temp file is durable.
     Rename,
+    /// The target is renamed into place.
+    DirFsync,
 }
 
 /// All host filesystem access of the agent: paths are resolved beneath `root` (`/` in
@@ -918,6 +928,7 @@ impl Host {
             let _ = rustix::fs::unlinkat(&p.dir, temp.as_str(), AtFlags::empty());
             return Err(e);
         }
+        inject(fail_at, Step::DirFsync, path, Op::Fsync)?;
         sync_dir(&p)
     }
 
@@ -961,7 +972,9 @@ impl Host {
                     path: PathBuf::from(path),
                 });
             }
+            fail_point(Step::Chown);
             chown_link(&link, path, uid, gid)?;
+            fail_point(Step::Rename);
             match existing {
                 None => rename_noreplace(&p, &temp),
                 Some(link) => {
@@ -977,6 +990,7 @@ impl Host {
             let _ = rustix::fs::unlinkat(&p.dir, temp.as_str(), AtFlags::empty());
             return Err(e);
         }
+        fail_point(Step::DirFsync);
         sync_dir(&p)
     }
 
@@ -1100,46 +1114,75 @@ impl Host {
         }
     }
 
+    /// Removes the temp files of ours that an agent killed mid-write (SIGKILL, OOM, power
+    /// loss) left in the directory of `path`, whether or not `path` itself needs a write (a
+    /// converged file is never written again, so without this its directory would keep them
+    /// forever). Meant for a run to call for every file and symlink it manages, before
+    /// applying (never under noop: it modifies). Removed are only temps [`Host::write_file_atomic`] could have
+    /// left there: see [`Host::sweep_stale_temps`]; owners accepted are root, the current
+    /// owner of `path` and the owner of its directory (a temp killed after its `fchown` has
+    /// the owner the catalog gives the file, which a run that does not write cannot know
+    /// otherwise: in a home, the home's owner). Best effort, never an error: a path that
+    /// does not resolve has nothing to sweep. Returns how many were removed.
+    pub fn remove_stale_temps(&self, path: &str) -> usize {
+        let Ok(Some(p)) = self.observed_parent(path) else {
+            return 0;
+        };
+        let mut removed = 0;
+        if let Ok(dir) = metadata_of(p.dir.as_fd()) {
+            removed += self.sweep_stale_temps(&p, dir.uid());
+        }
+        if let Ok(Some((_, meta))) = Self::lstat(&p) {
+            if meta.is_file() {
+                removed += self.sweep_stale_temps(&p, meta.uid());
+            }
+        }
+        removed
+    }
+
     /// Removes temp files of ours that an agent killed mid-write left in the target's
     /// directory (R5): entries whose name has exactly our pattern
     /// (`.<name>.steward-tmp.<pid>.<n>.<hex>`), that are regular files or symlinks (temp
     /// links of [`Host::create_symlink_atomic`]) with a single link, owned by root (before the
-    /// `fchown`) or by `owner` (the owner of the file being written, after it), and whose
-    /// mtime is older than [`STALE_TEMP_AGE`]. Everything is fd-relative: the directory is
-    /// read through a descriptor of the resolved parent, entries are `fstatat`ed with
-    /// `AT_SYMLINK_NOFOLLOW` and removed with `unlinkat`, which removes a name and never
-    /// follows it (a hardlink or symlink planted under such a name loses only that name).
-    /// Best effort: a failure here never fails the write.
-    fn sweep_stale_temps(&self, p: &Parent<'_>, owner: u32) {
+    /// `fchown`) or by `owner` (the owner of the file being written, after it), and that no
+    /// live writer can still hold: the process named in the name is gone (and is not this
+    /// one), or the mtime is older than [`STALE_TEMP_AGE`] (the pid was reused, or lives in
+    /// another pid namespace). Everything is fd-relative: the directory is read through a
+    /// descriptor of the resolved parent, entries are `fstatat`ed with `AT_SYMLINK_NOFOLLOW`
+    /// and removed with `unlinkat`, which removes a name and never follows it (a hardlink or
+    /// symlink planted under such a name loses only that name). Best effort: a failure here
+    /// never fails the write. Returns how many were removed.
+    fn sweep_stale_temps(&self, p: &Parent<'_>, owner: u32) -> usize {
         let Ok(dir) = rustix::fs::openat(
             &p.dir,
             ".",
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             rustix::fs::Mode::empty(),
         ) else {
-            return;
+            return 0;
         };
         let Ok(dir_fd) = dir.try_clone() else {
-            return;
+            return 0;
         };
         let Ok(entries) = rustix::fs::Dir::new(dir) else {
-            return;
+            return 0;
         };
         let now = SystemTime::now();
+        let mut removed = 0;
         for entry in entries.flatten() {
             let Ok(name) = entry.file_name().to_str() else {
                 continue;
             };
-            if !is_temp_name(name) {
+            let Some(pid) = temp_name_pid(name) else {
                 continue;
-            }
+            };
             let Ok(stat) = rustix::fs::statat(&dir_fd, name, AtFlags::SYMLINK_NOFOLLOW) else {
                 continue;
             };
             let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
             let mtime = SystemTime::UNIX_EPOCH
                 + Duration::from_secs(u64::try_from(stat.st_mtime).unwrap_or(0));
-            let stale = now
+            let old = now
                 .duration_since(mtime)
                 .is_ok_and(|age| age >= self.stale_temp_age);
             if matches!(
@@ -1147,12 +1190,40 @@ impl Host {
                 rustix::fs::FileType::RegularFile | rustix::fs::FileType::Symlink
             ) && stat.st_nlink == 1
                 && (stat.st_uid == 0 || stat.st_uid == owner)
-                && stale
+                && (old || writer_is_gone(pid))
+                && rustix::fs::unlinkat(&dir_fd, name, AtFlags::empty()).is_ok()
             {
-                let _ = rustix::fs::unlinkat(&dir_fd, name, AtFlags::empty());
+                removed += 1;
             }
         }
+        removed
     }
+}
+
+/// Whether the agent process `pid` (from a temp name) can no longer be writing: it is not
+/// this process (another thread may be mid-write) and `kill(pid, 0)` says no such process
+/// (`ESRCH`; a process we may not signal still exists). Runs are serialized by the state
+/// lock (R10), so a live writer is another agent only across pid namespaces (an agent in a
+/// container writing the same directory): that one loses its temp and fails that write
+/// (`ENOENT` at the rename); no target is ever touched.
+fn writer_is_gone(pid: u32) -> bool {
+    let Some(other) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    pid != std::process::id()
+        && rustix::process::test_kill_process(other) == Err(rustix::io::Errno::SRCH)
+}
+
+/// The pid in `name` if it is a temp name [`create_temp`] makes.
+fn temp_name_pid(name: &str) -> Option<u32> {
+    if !is_temp_name(name) {
+        return None;
+    }
+    let (_, tail) = name.rsplit_once(TEMP_MARK)?;
+    tail.split('.').next()?.parse().ok()
 }
 
 /// Whether `name` is a temp name [`create_temp`] makes: `.<stem>.steward-tmp.<decimal pid>.
@@ -1189,7 +1260,16 @@ fn check_unchanged(p: &Parent<'_>, expected: &Identity) -> Result<(), HostError>
     }
 }
 
+/// A point of a write path where test builds can SIGKILL the writer (nothing otherwise).
+fn fail_point(step: Step) {
+    #[cfg(test)]
+    tests::kill_if_asked(step);
+    let _ = step;
+}
+
+/// A [`fail_point`] where tests can also make the step fail with ENOSPC.
 fn inject(fail_at: Option<Step>, step: Step, path: &str, op: Op) -> Result<(), HostError> {
+    fail_point(step);
     if fail_at == Some(step) {
         return Err(HostError::io(
             op,

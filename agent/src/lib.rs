@@ -415,7 +415,7 @@ fn verify(path: &std::path::Path, trust: &str, node: &str) -> anyhow::Result<Exi
             Ok(ExitCode::SUCCESS)
         }
         Err(refusal) => {
-            eprintln!("refused: {refusal}");
+            eprintln!("refused: {}", run::refusal_text(&refusal));
             Ok(ExitCode::FAILURE)
         }
     }

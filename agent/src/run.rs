@@ -5,7 +5,10 @@
 //! - **server**: `POST /v1/catalog` with the facts and the digest we hold as ETag; a 304 or an
 //!   unreachable server falls back to the cached envelope, which is re-applied **only while it
 //!   is unexpired** (verification refuses an expired one: the run reports "catalog expired" and
-//!   changes nothing);
+//!   changes nothing). An answer that is not a catalog at all counts as unreachable (THREATS
+//!   R1): a redirect (never followed), a body over the catalog limit, a `200` of another content
+//!   type (a proxy's HTML page), or JSON that is not an envelope. The run's message says what
+//!   came instead;
 //! - **file**: `run --catalog FILE --trust FINGERPRINT` (offline hosts, image baking, tests).
 //!
 //! Verification refusals (forged, flipped, rollback, same serial with other content, expired,
@@ -16,7 +19,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use steward_protocol::envelope::{verify_catalog, VerifiedCatalog};
+use steward_protocol::envelope::{verify_catalog, Refusal, VerifiedCatalog};
 use steward_protocol::{
     KeyId, NodeId, ResourceStatus, RunId, RunReport, RunStatus, Timestamp, Totals,
     MAX_CATALOG_BYTES,
@@ -110,15 +113,27 @@ pub fn run_once(
     };
     let signing = state.signing_key()?;
 
-    let (fetched, catalog_source, mut message) = fetch(state, source, &facts, &signing);
-    let verified = fetched.and_then(|(bytes, from_server)| {
-        let trust = match source {
-            Source::Server { identity, .. } => &identity.root_key_id,
-            Source::File { trust, .. } => trust,
-        };
+    let (fetched, mut catalog_source, mut message) = fetch(state, source, &facts, &signing);
+    let trust = match source {
+        Source::Server { identity, .. } => &identity.root_key_id,
+        Source::File { trust, .. } => trust,
+    };
+    let verified = fetched.and_then(|(mut bytes, mut from_server)| {
         let last = state.accepted()?;
-        let verified = verify_catalog(&bytes, trust, &node, last.as_ref(), Timestamp(now()))
-            .map_err(|refusal| anyhow::anyhow!("catalog refused: {refusal}"))?;
+        let verify =
+            |bytes: &[u8]| verify_catalog(bytes, trust, &node, last.as_ref(), Timestamp(now()));
+        let mut outcome = verify(&bytes);
+        // A fresh answer that is not even an envelope is garbage from whatever answered, not
+        // a catalog: like an unreachable server, the cached one is used.
+        if let (true, Err(refusal @ Refusal::Malformed(_))) = (from_server, &outcome) {
+            let why = format!("the server's answer is not a catalog ({refusal})");
+            message = Some(format!("{why}; applying the cached catalog"));
+            catalog_source = "cache";
+            (bytes, from_server) =
+                cached_envelope(state).map_err(|e| anyhow::anyhow!("{why}, and {e:#}"))?;
+            outcome = verify(&bytes);
+        }
+        let verified = outcome.map_err(|refusal| refused(&refusal))?;
         // Durably, before anything is applied: a crash mid-run must not let an older catalog
         // be accepted next time.
         if last.as_ref() != Some(&verified.accepted()) {
@@ -182,6 +197,29 @@ pub fn run_once(
 
 type Fetched = anyhow::Result<(Vec<u8>, bool)>;
 
+/// A refusal with its causes: "catalog failed validation: resource `…`: path … must be …".
+pub fn refusal_text(refusal: &Refusal) -> String {
+    let mut text = refusal.to_string();
+    let mut cause = std::error::Error::source(refusal);
+    while let Some(error) = cause {
+        text.push_str(&format!(": {error}"));
+        cause = error.source();
+    }
+    text
+}
+
+fn refused(refusal: &Refusal) -> anyhow::Error {
+    anyhow::anyhow!("catalog refused: {}", refusal_text(refusal))
+}
+
+/// The cached envelope (not fresh from the server).
+fn cached_envelope(state: &StateDir) -> Fetched {
+    state
+        .cached_envelope()?
+        .map(|b| (b, false))
+        .ok_or_else(|| anyhow::anyhow!("no cached catalog to fall back on"))
+}
+
 /// The envelope to verify, whether it came fresh from the server, and a run message.
 fn fetch(
     state: &StateDir,
@@ -193,16 +231,16 @@ fn fetch(
         Source::File { path, .. } => (read_envelope(path).map(|b| (b, false)), "file", None),
         Source::Server { client, .. } => {
             let etag = state.accepted().ok().flatten().map(|a| a.digest);
-            let cached = || -> Fetched {
-                state
-                    .cached_envelope()?
-                    .map(|b| (b, false))
-                    .ok_or_else(|| anyhow::anyhow!("no cached catalog to fall back on"))
-            };
+            let cached = || cached_envelope(state);
             match catalog_honouring_retry_after(client, signing, facts, etag.as_deref()) {
                 Ok(CatalogReply::Envelope(bytes)) => (Ok((bytes, true)), "server", None),
                 Ok(CatalogReply::NotModified) => (cached(), "server", None),
-                Err(e @ (ClientError::Unavailable(_) | ClientError::Busy { .. })) => {
+                Err(
+                    e @ (ClientError::Unavailable(_)
+                    | ClientError::Busy { .. }
+                    | ClientError::Redirected { .. }
+                    | ClientError::NotACatalog(_)),
+                ) => {
                     let why = e.to_string();
                     let msg = format!("server unavailable ({why}); applying the cached catalog");
                     let fallback = cached()

@@ -268,12 +268,13 @@ fn drift_is_corrected_and_stale_temp_files_are_swept() {
     );
     changed(f.apply(&spec));
 
-    // A temp file of an agent killed mid-write an hour ago, and a fresh one (as if being
-    // written right now): the next write into the directory removes only the stale one.
+    // A temp file of an agent killed mid-write an hour ago, and a fresh one of a live process
+    // (pid 1, as if being written right now): the next write into the directory removes only
+    // the stale one.
     f.as_alice(
         "cd /home/alice && echo partial > ..bashrc.steward-tmp.4242.0.1f2e && \
          touch -d '1 hour ago' ..bashrc.steward-tmp.4242.0.1f2e && \
-         echo partial > ..bashrc.steward-tmp.4242.1.1f2e",
+         echo partial > ..bashrc.steward-tmp.1.1.1f2e",
     );
 
     // The user changes mode and content; root takes the group.
@@ -303,7 +304,7 @@ fn drift_is_corrected_and_stale_temp_files_are_swept() {
         "{names:?}"
     );
     assert!(
-        names.contains(&"..bashrc.steward-tmp.4242.1.1f2e".to_string()),
+        names.contains(&"..bashrc.steward-tmp.1.1.1f2e".to_string()),
         "{names:?}"
     );
 

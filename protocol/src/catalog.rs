@@ -63,14 +63,19 @@ pub struct Catalog {
     pub resources: Vec<Resource>,
 }
 
-/// Why a catalog's resource graph is not acceptable.
+/// Why a catalog's resource graph is not acceptable. Every message starts with the resource
+/// it is about (`` resource `type:name`: ``) and then says the rule it breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CatalogError {
     /// Two resources share an id.
-    #[error("duplicate resource id {0}")]
+    #[error("resource `{}`: the id is used by another resource too", shown(.0))]
     DuplicateId(ResourceId),
     /// `id` does not match `type:name` of the spec.
-    #[error("resource id {id} does not match its spec ({expected})")]
+    #[error(
+        "resource `{}`: the id does not match its spec (`{}`)",
+        shown(id),
+        shown(expected)
+    )]
     IdMismatch {
         /// The declared id.
         id: ResourceId,
@@ -78,7 +83,11 @@ pub enum CatalogError {
         expected: ResourceId,
     },
     /// A `requires` or `subscribes` edge names no resource of the catalog.
-    #[error("{from} requires unknown resource {to}")]
+    #[error(
+        "resource `{}`: requires `{}`, which is not in the catalog",
+        shown(from),
+        shown(to)
+    )]
     UnknownDependency {
         /// The resource with the edge.
         from: ResourceId,
@@ -86,10 +95,10 @@ pub enum CatalogError {
         to: ResourceId,
     },
     /// The dependency graph has a cycle through this resource.
-    #[error("dependency cycle through {0}")]
+    #[error("resource `{}`: its dependencies form a cycle through it", shown(.0))]
     Cycle(ResourceId),
     /// A path is relative, not normalized, or contains `..`, NUL or control characters.
-    #[error("{id}: path {path:?} must be absolute and normalized (no `..`, `.`, `//` or control characters)")]
+    #[error("resource `{}`: path {path:?} must be absolute and normalized (no `..`, `.`, `//` or control characters)", shown(id))]
     BadPath {
         /// The resource.
         id: ResourceId,
@@ -97,7 +106,7 @@ pub enum CatalogError {
         path: String,
     },
     /// A name field holds control characters (newline injection into units, passwd, ...).
-    #[error("{id}: {field} contains control characters")]
+    #[error("resource `{}`: {field} contains control characters", shown(id))]
     ControlCharacters {
         /// The resource.
         id: ResourceId,
@@ -105,7 +114,7 @@ pub enum CatalogError {
         field: &'static str,
     },
     /// Sensitive content that was never sealed.
-    #[error("{0}: sensitive content is not sealed")]
+    #[error("resource `{}`: sensitive content is not sealed", shown(.0))]
     UnsealedSecret(ResourceId),
     /// A field breaks one of the [`crate::rules`] (unit names, git names, modes).
     #[error("{id}: {field}: {message}")]
@@ -140,6 +149,21 @@ pub fn managed_path(spec: &ResourceSpec) -> Option<&str> {
         ResourceSpec::Swap(s) => Some(&s.path),
         _ => None,
     }
+}
+
+/// A resource id for a message: control characters escaped (`\n`, `\u{1b}`), so a hostile
+/// name cannot break or forge lines of the output that shows it.
+fn shown(id: &ResourceId) -> String {
+    id.as_str()
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Whether `path` is absolute and normalized: starts with `/`, no empty, `.` or `..`
@@ -334,6 +358,49 @@ mod tests {
             catalog(vec![wrong]).validate(),
             Err(CatalogError::IdMismatch { .. })
         ));
+    }
+
+    /// Every refusal names the resource it is about and the rule it breaks (THREATS F5, F8:
+    /// an operator reading the agent's "catalog failed validation" must see which one and why).
+    #[test]
+    fn validation_errors_name_the_resource_and_the_rule() {
+        let message =
+            |resources: Vec<Resource>| catalog(resources).validate().unwrap_err().to_string();
+        let dir = Resource::new(ResourceSpec::Directory(crate::DirectorySpec {
+            path: "/srv/../etc/cron.d".into(),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: crate::Mode(0o755),
+            replace: Default::default(),
+        }));
+        assert_eq!(
+            message(vec![dir]),
+            "resource `directory:/srv/../etc/cron.d`: path \"/srv/../etc/cron.d\" must be \
+             absolute and normalized (no `..`, `.`, `//` or control characters)"
+        );
+        assert_eq!(
+            message(vec![
+                package("a").requiring(ResourceId::new("package", "zz"))
+            ]),
+            "resource `package:a`: requires `package:zz`, which is not in the catalog"
+        );
+        assert_eq!(
+            message(vec![package("a"), package("a")]),
+            "resource `package:a`: the id is used by another resource too"
+        );
+        let mut wrong = package("a");
+        wrong.id = ResourceId::new("package", "b");
+        assert_eq!(
+            message(vec![wrong]),
+            "resource `package:b`: the id does not match its spec (`package:a`)"
+        );
+        let a = package("a").requiring(ResourceId::new("package", "b"));
+        let b = package("b").requiring(ResourceId::new("package", "a"));
+        assert!(message(vec![a, b]).starts_with("resource `package:"));
+        assert_eq!(
+            message(vec![package("evil\nExecStart=/bin/sh")]),
+            "resource `package:evil\\nExecStart=/bin/sh`: name contains control characters"
+        );
     }
 
     #[test]

@@ -5,15 +5,19 @@
 //! no fixed ports. `steward-server serve` binds the configured addresses and passes SIGTERM or
 //! SIGINT.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Context;
+use hyper::body::Incoming;
 use tokio::sync::watch;
 
-use crate::config::{PlainAddr, ServerConfig, VaultSource};
+use crate::config::{ConnectionSettings, PlainAddr, ProxySource, ServerConfig, VaultSource};
 use crate::db::Db;
 use crate::http;
 use crate::keys::{create_private_dir, ServerKeys};
@@ -188,66 +192,59 @@ pub async fn serve(
         tls,
         shutdown: shutdown_switch,
     } = server;
+    // The switch stops the listeners: with the `stopper` below, or when a listener fails.
     let router = http::router(state.clone());
     let mut background = spawn_background(&state);
 
-    let handle = axum_server::Handle::new();
+    let gate = Arc::new(ConnectionGate::new(
+        state.config.connections.clone(),
+        state.config.ui.trusted_proxies.clone(),
+    ));
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(listener) = listeners.tls {
         listener
             .set_nonblocking(true)
             .context("setting the tls listener non-blocking")?;
-        let addr = listener.local_addr().ok();
-        let server = axum_server::from_tcp_rustls(
-            listener,
-            axum_server::tls_rustls::RustlsConfig::from_config(tls),
-        )
-        .handle(handle.clone());
-        let service = router
-            .clone()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        tracing::info!(addr = ?addr, "listening (https)");
-        tasks.spawn(async move { server.serve(service).await.context("https listener") });
+        let listener =
+            tokio::net::TcpListener::from_std(listener).context("registering the tls listener")?;
+        tracing::info!(addr = ?listener.local_addr().ok(), "listening (https)");
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let connections = Connections::new(&router, &gate, &state);
+        tasks.spawn(async move {
+            connections
+                .accept_tcp(listener, Some(acceptor))
+                .await
+                .context("https listener")
+        });
     }
     if let Some(listener) = listeners.plain {
-        let mut stopping = state.shutdown.clone();
-        let stopped = async move {
-            let _ = stopping.wait_for(|stop| *stop).await;
-        };
+        let connections = Connections::new(&router, &gate, &state);
         match listener {
             PlainListener::Tcp(listener) => {
                 tracing::info!(addr = ?listener.local_addr().ok(), "listening (plain http, loopback)");
-                let service = router
-                    .clone()
-                    .into_make_service_with_connect_info::<SocketAddr>();
                 tasks.spawn(async move {
-                    axum::serve(listener, service)
-                        .with_graceful_shutdown(stopped)
+                    connections
+                        .accept_tcp(listener, None)
                         .await
                         .context("plain http listener")
                 });
             }
             PlainListener::Unix(listener) => {
                 tracing::info!("listening (plain http, unix socket)");
-                let service = router.clone().into_make_service();
                 tasks.spawn(async move {
-                    axum::serve(listener, service)
-                        .with_graceful_shutdown(stopped)
+                    connections
+                        .accept_unix(listener)
                         .await
                         .context("unix socket listener")
                 });
             }
         }
     }
-    let stopper = {
-        let handle = handle.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            tracing::info!("shutting down");
-            let _ = shutdown_switch.send(true);
-            handle.graceful_shutdown(Some(GRACEFUL_SHUTDOWN));
-        })
-    };
+    let stopper = tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = shutdown_switch.send(true);
+    });
     let mut result = Ok(());
     while let Some(finished) = tasks.join_next().await {
         let outcome = finished.context("a listener task failed").and_then(|r| r);
@@ -257,7 +254,7 @@ pub async fn serve(
                 result = Err(error);
             }
             // One listener failing stops the others.
-            handle.shutdown();
+            tasks.abort_all();
         }
     }
     stopper.abort();
@@ -373,4 +370,380 @@ fn spawn_background(state: &AppState) -> tokio::task::JoinSet<()> {
     });
     crate::retention::spawn(&mut tasks, state);
     tasks
+}
+
+/// Open connections, counted in total and per peer address (THREATS S6): a connection over a
+/// cap is closed as soon as it is accepted, before any TLS or HTTP work. Trusted proxies
+/// (`[ui] trusted_proxies`) count only in the total: behind one, every host shares its address.
+#[derive(Debug)]
+struct ConnectionGate {
+    settings: ConnectionSettings,
+    trusted_proxies: Vec<ProxySource>,
+    open: Mutex<GateCounts>,
+}
+
+#[derive(Debug, Default)]
+struct GateCounts {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+/// Why a connection was closed at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GateRefusal {
+    Total,
+    PerAddress,
+}
+
+/// One admitted connection; dropping it frees its place.
+#[derive(Debug)]
+struct GatePermit {
+    gate: Arc<ConnectionGate>,
+    address: Option<IpAddr>,
+}
+
+impl ConnectionGate {
+    fn new(settings: ConnectionSettings, trusted_proxies: Vec<ProxySource>) -> ConnectionGate {
+        ConnectionGate {
+            settings,
+            trusted_proxies,
+            open: Mutex::new(GateCounts::default()),
+        }
+    }
+
+    /// Admits a connection from `peer` (`None`: the unix socket) or says which cap it hits.
+    fn admit(self: &Arc<Self>, peer: Option<IpAddr>) -> Result<GatePermit, GateRefusal> {
+        let address = peer
+            .map(|ip| ip.to_canonical())
+            .filter(|ip| !self.trusted_proxies.iter().any(|t| t.contains(Some(*ip))));
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if open.total >= self.settings.max_connections {
+            return Err(GateRefusal::Total);
+        }
+        if let Some(ip) = address {
+            let count = open.per_address.entry(ip).or_default();
+            if *count >= self.settings.max_connections_per_address {
+                return Err(GateRefusal::PerAddress);
+            }
+            *count += 1;
+        }
+        open.total += 1;
+        Ok(GatePermit {
+            gate: Arc::clone(self),
+            address,
+        })
+    }
+}
+
+impl Drop for GatePermit {
+    fn drop(&mut self) {
+        let mut open = self
+            .gate
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        open.total -= 1;
+        if let Some(ip) = self.address {
+            if let Some(count) = open.per_address.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    open.per_address.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// One listener's connections: admission through the gate, the TLS handshake (bounded),
+/// HTTP/1.1 with the header-read timeout (which also closes idle keep-alives) and request
+/// bodies that may not stall, and the graceful stop.
+#[derive(Clone)]
+struct Connections {
+    router: axum::Router,
+    gate: Arc<ConnectionGate>,
+    stop: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connections").finish_non_exhaustive()
+    }
+}
+
+/// After this many accept errors in a row (e.g. out of file descriptors), each further one
+/// waits a little before trying again, so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+impl Connections {
+    fn new(router: &axum::Router, gate: &Arc<ConnectionGate>, state: &AppState) -> Connections {
+        Connections {
+            router: router.clone(),
+            gate: Arc::clone(gate),
+            stop: state.shutdown.clone(),
+        }
+    }
+
+    fn settings(&self) -> &ConnectionSettings {
+        &self.gate.settings
+    }
+
+    async fn accept_tcp(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> anyhow::Result<()> {
+        let mut stop = self.stop.clone();
+        let mut open = tokio::task::JoinSet::new();
+        loop {
+            let accepted = tokio::select! {
+                () = stopped(&mut stop) => break,
+                Some(_) = open.join_next(), if !open.is_empty() => continue,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(error = %error, "accepting a connection failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            };
+            let Some(permit) = self.admit(Some(peer.ip())) else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let this = self.clone();
+            let tls = tls.clone();
+            open.spawn(async move {
+                let _permit = permit;
+                match tls {
+                    None => this.serve_http(stream, Some(peer)).await,
+                    Some(acceptor) => {
+                        let handshake = tokio::time::timeout(
+                            this.settings().tls_handshake_timeout,
+                            acceptor.accept(stream),
+                        );
+                        match handshake.await {
+                            Ok(Ok(stream)) => this.serve_http(stream, Some(peer)).await,
+                            Ok(Err(error)) => {
+                                tracing::debug!(error = %error, "tls handshake failed");
+                            }
+                            Err(_) => tracing::debug!("tls handshake timed out"),
+                        }
+                    }
+                }
+            });
+        }
+        drain(open).await;
+        Ok(())
+    }
+
+    async fn accept_unix(self, listener: tokio::net::UnixListener) -> anyhow::Result<()> {
+        let mut stop = self.stop.clone();
+        let mut open = tokio::task::JoinSet::new();
+        loop {
+            let accepted = tokio::select! {
+                () = stopped(&mut stop) => break,
+                Some(_) = open.join_next(), if !open.is_empty() => continue,
+                accepted = listener.accept() => accepted,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(error = %error, "accepting a connection failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            };
+            let Some(permit) = self.admit(None) else {
+                continue;
+            };
+            let this = self.clone();
+            open.spawn(async move {
+                let _permit = permit;
+                this.serve_http(stream, None).await;
+            });
+        }
+        drain(open).await;
+        Ok(())
+    }
+
+    fn admit(&self, peer: Option<IpAddr>) -> Option<GatePermit> {
+        match self.gate.admit(peer) {
+            Ok(permit) => Some(permit),
+            Err(refusal) => {
+                let (cap, limit) = match refusal {
+                    GateRefusal::Total => ("max_connections", self.settings().max_connections),
+                    GateRefusal::PerAddress => (
+                        "max_connections_per_address",
+                        self.settings().max_connections_per_address,
+                    ),
+                };
+                tracing::debug!(peer = ?peer, cap, limit, "connection closed: over the cap");
+                None
+            }
+        }
+    }
+
+    /// HTTP/1.1 on one connection until the client or the server ends it.
+    async fn serve_http<I>(&self, io: I, peer: Option<SocketAddr>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let router = self.router.clone();
+        let body_idle = self.settings().body_idle_timeout;
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let mut request =
+                request.map(|body| axum::body::Body::new(StallGuard::new(body, body_idle)));
+            if let Some(peer) = peer {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+            }
+            tower::ServiceExt::oneshot(router.clone(), request)
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.settings().header_read_timeout)
+            .keep_alive(true);
+        let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let mut stop = self.stop.clone();
+        let outcome = tokio::select! {
+            outcome = connection.as_mut() => outcome,
+            () = stopped(&mut stop) => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(error) = outcome {
+            tracing::debug!(error = %error, "connection ended with an error");
+        }
+    }
+}
+
+/// Completes when the server is told to stop (or the switch is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// After a stop: lets open connections finish their requests (they were told to stop after
+/// them), for at most [`GRACEFUL_SHUTDOWN`], then cuts the rest.
+async fn drain(mut open: tokio::task::JoinSet<()>) {
+    let finished = tokio::time::timeout(GRACEFUL_SHUTDOWN, async {
+        while open.join_next().await.is_some() {}
+    });
+    if finished.await.is_err() {
+        tracing::warn!(
+            connections = open.len(),
+            "connections still open after the grace period: closing them"
+        );
+        open.abort_all();
+    }
+}
+
+/// A request body that fails when the client stops sending it for `idle` (THREATS S6: a
+/// partial body and then nothing). The clock starts when the handler first reads.
+#[derive(Debug)]
+struct StallGuard {
+    inner: Incoming,
+    idle: Duration,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl StallGuard {
+    fn new(inner: Incoming, idle: Duration) -> StallGuard {
+        StallGuard {
+            inner,
+            idle,
+            deadline: None,
+        }
+    }
+}
+
+impl http_body::Body for StallGuard {
+    type Data = axum::body::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let idle = this.idle;
+        let deadline = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                deadline.as_mut().reset(tokio::time::Instant::now() + idle);
+                Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
+            }
+            Poll::Pending => match deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(format!(
+                    "the request body stalled for {} s",
+                    idle.as_secs()
+                )
+                .into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(total: usize, per_address: usize, trusted: &[&str]) -> Arc<ConnectionGate> {
+        Arc::new(ConnectionGate::new(
+            ConnectionSettings {
+                max_connections: total,
+                max_connections_per_address: per_address,
+                ..ConnectionSettings::default()
+            },
+            trusted
+                .iter()
+                .map(|t| ProxySource::parse(t).unwrap())
+                .collect(),
+        ))
+    }
+
+    /// THREATS S6: caps per address and in total; a closed connection frees its place; a
+    /// trusted proxy counts only in the total; IPv4-mapped IPv6 is the same address.
+    #[test]
+    fn the_connection_gate_caps_per_address_and_in_total() {
+        let gate = gate(4, 2, &["10.0.0.0/8"]);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let a_mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let first = gate.admit(Some(a)).unwrap();
+        let _second = gate.admit(Some(a_mapped)).unwrap();
+        assert_eq!(gate.admit(Some(a)).unwrap_err(), GateRefusal::PerAddress);
+        drop(first);
+        let _again = gate.admit(Some(a)).unwrap();
+        let _proxied = gate.admit(Some(proxy)).unwrap();
+        let _unix = gate.admit(None).unwrap();
+        assert_eq!(gate.admit(Some(b)).unwrap_err(), GateRefusal::Total);
+        assert_eq!(gate.admit(Some(proxy)).unwrap_err(), GateRefusal::Total);
+        drop(_unix);
+        let _b = gate.admit(Some(b)).unwrap();
+        let open = gate.open.lock().unwrap();
+        assert_eq!(open.total, 4);
+        assert_eq!(open.per_address.get(&a), Some(&2));
+        assert!(!open.per_address.contains_key(&proxy));
+    }
 }

@@ -66,6 +66,9 @@ pub struct Config {
     /// `[ui]`: the admin web UI's sign-in and timeouts.
     #[serde(default)]
     pub ui: UiSection,
+    /// `[connections]`: timeouts and caps against slow or numerous clients.
+    #[serde(default)]
+    pub connections: ConnectionsSection,
     /// `[vault]`: where role data and secrets come from.
     pub vault: Option<VaultConfig>,
     /// Development only: read Vault data from a file in the offline `vault-data.yaml` shape
@@ -131,6 +134,51 @@ pub struct EnrollSection {
 pub struct RequestsSection {
     /// Largest accepted difference between an agent's request timestamp and the server clock.
     pub max_clock_skew: Option<String>,
+}
+
+/// `[connections]`: what one client may hold of the server (THREATS S6, slow clients).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsSection {
+    /// Time to send a request's headers, counted from the TLS handshake's end (or the
+    /// connection's start on the plain listener) and, on a kept-alive connection, from the end
+    /// of the previous response: so it is also the keep-alive idle timeout.
+    pub header_read_timeout: Option<String>,
+    /// Longest pause while a request body arrives.
+    pub body_idle_timeout: Option<String>,
+    /// Time to complete the TLS handshake.
+    pub tls_handshake_timeout: Option<String>,
+    /// Open connections in total, both listeners together; more are closed at once.
+    pub max_connections: Option<usize>,
+    /// Open connections from one peer address (trusted proxies excepted).
+    pub max_connections_per_address: Option<usize>,
+}
+
+/// Resolved `[connections]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// See [`ConnectionsSection::header_read_timeout`].
+    pub header_read_timeout: Duration,
+    /// See [`ConnectionsSection::body_idle_timeout`].
+    pub body_idle_timeout: Duration,
+    /// See [`ConnectionsSection::tls_handshake_timeout`].
+    pub tls_handshake_timeout: Duration,
+    /// See [`ConnectionsSection::max_connections`].
+    pub max_connections: usize,
+    /// See [`ConnectionsSection::max_connections_per_address`].
+    pub max_connections_per_address: usize,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> ConnectionSettings {
+        ConnectionSettings {
+            header_read_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
+            tls_handshake_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_connections_per_address: 64,
+        }
+    }
 }
 
 /// `[retention]`.
@@ -406,6 +454,8 @@ pub struct ServerConfig {
     pub retention: Option<RetentionSettings>,
     /// The web UI.
     pub ui: UiSettings,
+    /// Connection timeouts and caps.
+    pub connections: ConnectionSettings,
 }
 
 /// `serve` flags that override the file.
@@ -595,6 +645,7 @@ impl Config {
             }
         };
         let ui = resolve_ui(self.ui, &duration)?;
+        let connections = resolve_connections(&self.connections, &duration)?;
         let vault = match (self.vault, self.vault_data_file) {
             (Some(_), Some(_)) => bail!("set `[vault]` or `vault_data_file`, not both"),
             (Some(vault), None) => VaultSource::Vault(vault),
@@ -623,8 +674,51 @@ impl Config {
             vault,
             retention,
             ui,
+            connections,
         })
     }
+}
+
+fn resolve_connections(
+    section: &ConnectionsSection,
+    duration: DurationKey<'_>,
+) -> anyhow::Result<ConnectionSettings> {
+    let defaults = ConnectionSettings::default();
+    let timeout = |value: &Option<String>, key: &str, default: Duration| {
+        let resolved = duration(value, key, default)?;
+        if resolved.is_zero() {
+            bail!("`{key}` must be more than 0");
+        }
+        Ok::<_, anyhow::Error>(resolved)
+    };
+    let settings = ConnectionSettings {
+        header_read_timeout: timeout(
+            &section.header_read_timeout,
+            "connections.header_read_timeout",
+            defaults.header_read_timeout,
+        )?,
+        body_idle_timeout: timeout(
+            &section.body_idle_timeout,
+            "connections.body_idle_timeout",
+            defaults.body_idle_timeout,
+        )?,
+        tls_handshake_timeout: timeout(
+            &section.tls_handshake_timeout,
+            "connections.tls_handshake_timeout",
+            defaults.tls_handshake_timeout,
+        )?,
+        max_connections: section.max_connections.unwrap_or(defaults.max_connections),
+        max_connections_per_address: section
+            .max_connections_per_address
+            .unwrap_or(defaults.max_connections_per_address),
+    };
+    if settings.max_connections == 0 || settings.max_connections_per_address == 0 {
+        bail!("`connections.max_connections` and `connections.max_connections_per_address` must be at least 1");
+    }
+    if settings.max_connections_per_address > settings.max_connections {
+        bail!("`connections.max_connections_per_address` must not exceed `connections.max_connections`");
+    }
+    Ok(settings)
 }
 
 /// Parses an optional duration key, with its default (the closure in [`Config::resolve`]).

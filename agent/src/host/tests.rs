@@ -919,6 +919,14 @@ fn temp_names_we_make_are_the_names_we_sweep() {
     }
 }
 
+/// The pid of a process that has exited (and been reaped).
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
 #[test]
 fn r5_stale_temp_files_of_a_killed_agent_are_swept_by_the_next_write() {
     let sb = Sandbox::new();
@@ -930,7 +938,11 @@ fn r5_stale_temp_files_of_a_killed_agent_are_swept_by_the_next_write() {
     let stale_hardlinked = home.join(".b.steward-tmp.4711.4.1a2b");
     let stale_dir = home.join(".c.steward-tmp.4711.5.1a2b");
     let stale_not_ours = home.join(".d.steward-tmp.4711.6.notours");
-    let fresh = home.join(".e.steward-tmp.4711.7.1a2b");
+    // Young: ours (another thread may be writing it), a live process's (pid 1), and a dead
+    // process's (a killed agent's: stale at once, whatever its age).
+    let fresh = home.join(format!(".e.steward-tmp.{}.7.1a2b", std::process::id()));
+    let fresh_live = home.join(".f.steward-tmp.1.8.1a2b");
+    let fresh_dead = home.join(format!(".g.steward-tmp.{}.9.1a2b", dead_pid()));
     for f in [
         &stale_root,
         &stale_owner,
@@ -938,6 +950,8 @@ fn r5_stale_temp_files_of_a_killed_agent_are_swept_by_the_next_write() {
         &stale_hardlinked,
         &stale_not_ours,
         &fresh,
+        &fresh_live,
+        &fresh_dead,
     ] {
         fs::write(f, b"partial").unwrap();
     }
@@ -968,6 +982,7 @@ fn r5_stale_temp_files_of_a_killed_agent_are_swept_by_the_next_write() {
         &stale_dir,
         &stale_not_ours,
         &fresh,
+        &fresh_live,
     ]
     .iter()
     .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
@@ -1063,4 +1078,228 @@ fn link_owner_is_set_on_the_link_never_its_target() {
         assert!(matches!(err, HostError::Raced { .. }), "{err:?}");
         assert_eq!(mode_owner(&sb.at("/home/u/file")), (0o644, 0, 0));
     }
+}
+
+/// Names the [`Step`] before which a writer started by
+/// [`r5_sigkill_at_every_step_leaves_old_or_new_and_the_next_run_removes_the_temp`]
+/// SIGKILLs itself (read only by this test build).
+const KILL_AT_ENV: &str = "STEWARD_TEST_HOST_KILL_AT";
+
+/// `<root>\n<catalog path>\n<file|link>` for [`child_writer_for_sigkill_tests`].
+const CHILD_ENV: &str = "STEWARD_TEST_HOST_CHILD_WRITE";
+
+/// The fail-point of the write path: called by `inject` before each [`Step`], in test builds
+/// only. A real SIGKILL: no unwinding, no destructor, no cleanup runs.
+pub(super) fn kill_if_asked(step: Step) {
+    if std::env::var(KILL_AT_ENV).is_ok_and(|at| at == format!("{step:?}")) {
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        // The signal is process-directed: make sure this thread does nothing more meanwhile.
+        loop {
+            thread::park();
+        }
+    }
+}
+
+/// Not a test of its own: the writer process the SIGKILL test starts (this test binary, run
+/// with [`CHILD_ENV`] and [`KILL_AT_ENV`] set). Without them it has nothing to do.
+#[test]
+fn child_writer_for_sigkill_tests() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let [root, path, kind]: [&str; 3] = spec.split('\n').collect::<Vec<_>>().try_into().unwrap();
+    let host = Host::new(root).unwrap();
+    match kind {
+        "file" => host
+            .write_file_atomic(path, b"new content\n", Mode(0o640), UID, GID)
+            .unwrap(),
+        _ => host.create_symlink_atomic(path, "/new", UID, GID).unwrap(),
+    }
+}
+
+/// Runs [`child_writer_for_sigkill_tests`] in a new process that kills itself before `step`.
+fn write_in_a_child_killed_at(
+    root: &Path,
+    path: &str,
+    kind: &str,
+    step: Step,
+) -> std::process::ExitStatus {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "host::tests::child_writer_for_sigkill_tests",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, format!("{}\n{path}\n{kind}", root.display()))
+        .env(KILL_AT_ENV, format!("{step:?}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+}
+
+fn temps_in(dir: &Path) -> Vec<String> {
+    names_in(dir)
+        .into_iter()
+        .filter(|n| n.contains(".steward-tmp."))
+        .collect()
+}
+
+#[test]
+fn r5_sigkill_at_every_step_leaves_old_or_new_and_the_next_run_removes_the_temp() {
+    use std::os::unix::process::ExitStatusExt;
+    let sb = Sandbox::new();
+    let home = sb.at("/home/u");
+    // The home is its user's: a temp killed after its fchown is the user's, and still ours.
+    std::os::unix::fs::chown(&home, Some(UID), Some(GID)).unwrap();
+    let path = "/home/u/.bashrc";
+    let real = sb.at(path);
+    let steps = [
+        Step::Write,
+        Step::Chown,
+        Step::Chmod,
+        Step::Fsync,
+        Step::Rename,
+        Step::DirFsync,
+    ];
+    for step in steps {
+        for existing in [true, false] {
+            let what = format!("killed before {step:?}, target existing: {existing}");
+            for name in names_in(&home) {
+                fs::remove_file(home.join(name)).unwrap();
+            }
+            if existing {
+                fs::write(&real, b"old content\n").unwrap();
+                fs::set_permissions(&real, fs::Permissions::from_mode(0o644)).unwrap();
+            }
+
+            let status = write_in_a_child_killed_at(&sb.root(), path, "file", step);
+            assert_eq!(status.signal(), Some(9), "{what}: {status:?}");
+
+            // Old or new, never anything in between (R5).
+            let renamed = step == Step::DirFsync;
+            let now = fs::read(&real).ok();
+            if renamed {
+                assert_eq!(now.as_deref(), Some(&b"new content\n"[..]), "{what}");
+                assert_eq!(mode_owner(&real), (0o640, UID, GID), "{what}");
+            } else if existing {
+                assert_eq!(now.as_deref(), Some(&b"old content\n"[..]), "{what}");
+                assert_eq!(mode_owner(&real), (0o644, 0, 0), "{what}");
+            } else {
+                assert_eq!(now, None, "{what}");
+            }
+            let left = temps_in(&home);
+            assert_eq!(left.len(), usize::from(!renamed), "{what}: {left:?}");
+
+            // The next run removes what the killed one left, at once: through the sweep a run
+            // makes for a file it manages (a converged file is never written again), or
+            // through its next write into the directory.
+            let host = Host::new(sb.root()).unwrap();
+            if existing {
+                assert_eq!(host.remove_stale_temps(path), left.len(), "{what}");
+                assert_eq!(
+                    fs::read(&real).ok(),
+                    now,
+                    "{what}: the sweep touches no target"
+                );
+            } else {
+                host.write_file_atomic(path, b"next run\n", Mode(0o600), UID, GID)
+                    .unwrap();
+                assert_eq!(fs::read(&real).unwrap(), b"next run\n", "{what}");
+            }
+            assert_eq!(temps_in(&home), Vec::<String>::new(), "{what}");
+        }
+    }
+    sb.assert_canary_intact();
+}
+
+#[test]
+fn r5_run_sweep_spares_live_writers_and_what_is_not_ours() {
+    let sb = Sandbox::new();
+    let home = sb.at("/home/u");
+    let host = Host::new(sb.root()).unwrap();
+    host.write_file_atomic("/home/u/f", b"x", Mode(0o644), UID, GID)
+        .unwrap();
+    let dead = dead_pid();
+    let kept = [
+        // A live agent's (pid 1 stands in for it), and one of this process (another thread).
+        ".f.steward-tmp.1.0.1a".to_string(),
+        format!(".f.steward-tmp.{}.0.1a", std::process::id()),
+        // Dead writer, but not ours to remove: another user's, not our name pattern, a
+        // directory, hardlinked.
+        format!(".g.steward-tmp.{dead}.0.1a"),
+        format!(".h.steward-tmp.{dead}.0.1X"),
+        format!(".i.steward-tmp.{dead}.0.1a"),
+        format!(".j.steward-tmp.{dead}.0.1a"),
+    ];
+    for name in &kept[..4] {
+        fs::write(home.join(name), b"partial").unwrap();
+    }
+    std::os::unix::fs::chown(home.join(&kept[2]), Some(UID + 1), None).unwrap();
+    fs::create_dir(home.join(&kept[4])).unwrap();
+    fs::write(home.join(&kept[5]), b"partial").unwrap();
+    fs::hard_link(home.join(&kept[5]), home.join("other-link")).unwrap();
+    // Removed: a dead writer's, owned by root or by the target's owner, file or symlink
+    // (never followed: the canary behind it stays).
+    let removed = [
+        format!(".f.steward-tmp.{dead}.1.1a"),
+        format!(".f.steward-tmp.{dead}.2.1a"),
+        format!(".f.steward-tmp.{dead}.3.1a"),
+    ];
+    fs::write(home.join(&removed[0]), b"partial").unwrap();
+    fs::write(home.join(&removed[1]), b"partial").unwrap();
+    std::os::unix::fs::chown(home.join(&removed[1]), Some(UID), Some(GID)).unwrap();
+    symlink(sb.canary(), home.join(&removed[2])).unwrap();
+
+    assert_eq!(host.remove_stale_temps("/home/u/f"), removed.len());
+    let mut expected: Vec<String> = kept.to_vec();
+    expected.extend(["f".to_string(), "other-link".to_string()]);
+    expected.sort();
+    assert_eq!(names_in(&home), expected);
+    assert_eq!(fs::read(home.join("f")).unwrap(), b"x");
+    sb.assert_canary_intact();
+    // A directory that does not exist has nothing to sweep.
+    assert_eq!(host.remove_stale_temps("/home/nobody/f"), 0);
+}
+
+#[test]
+fn r5_sigkill_at_every_step_of_a_symlink_write_leaves_old_or_new_and_no_temp() {
+    use std::os::unix::process::ExitStatusExt;
+    let sb = Sandbox::new();
+    let home = sb.at("/home/u");
+    std::os::unix::fs::chown(&home, Some(UID), Some(GID)).unwrap();
+    let path = "/home/u/link";
+    let real = sb.at(path);
+    for step in [Step::Chown, Step::Rename, Step::DirFsync] {
+        for existing in [true, false] {
+            let what = format!("killed before {step:?}, link existing: {existing}");
+            for name in names_in(&home) {
+                fs::remove_file(home.join(name)).unwrap();
+            }
+            if existing {
+                symlink("/old", &real).unwrap();
+            }
+
+            let status = write_in_a_child_killed_at(&sb.root(), path, "link", step);
+            assert_eq!(status.signal(), Some(9), "{what}: {status:?}");
+
+            let renamed = step == Step::DirFsync;
+            let now = fs::read_link(&real).ok();
+            let expected = match (renamed, existing) {
+                (true, _) => Some(PathBuf::from("/new")),
+                (false, true) => Some(PathBuf::from("/old")),
+                (false, false) => None,
+            };
+            assert_eq!(now, expected, "{what}");
+            let left = temps_in(&home);
+            assert_eq!(left.len(), usize::from(!renamed), "{what}: {left:?}");
+
+            let host = Host::new(sb.root()).unwrap();
+            assert_eq!(host.remove_stale_temps(path), left.len(), "{what}");
+            assert_eq!(fs::read_link(&real).ok(), now, "{what}");
+            assert_eq!(temps_in(&home), Vec::<String>::new(), "{what}");
+        }
+    }
+    sb.assert_canary_intact();
 }

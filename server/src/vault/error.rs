@@ -66,6 +66,17 @@ pub enum VaultError {
         /// The HTTP status.
         status: u16,
     },
+    /// A body that does not parse as what was asked for (the body is never kept: only a
+    /// general reason, e.g. that it is not valid UTF-8).
+    #[error("unexpected response from vault for {path}: http status {status}, {reason}")]
+    Malformed {
+        /// The path as written in the site, or the API path.
+        path: String,
+        /// The HTTP status.
+        status: u16,
+        /// Why it does not parse, naming no part of the body.
+        reason: &'static str,
+    },
     /// A KV path that is not `<mount>/<path>` made of `[A-Za-z0-9._-]` segments.
     #[error("invalid vault path {path:?}: {reason}")]
     InvalidPath {

@@ -112,20 +112,35 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
-    /// Parses the body; a body that does not parse is a [`VaultError::BadResponse`] (the
-    /// `serde_json` error is dropped: it may quote a value).
+    /// Parses the body; a body that does not parse is a [`VaultError::Malformed`] saying
+    /// why in general terms (the `serde_json` error is dropped: it may quote a value).
     pub(crate) fn parse<T: DeserializeOwned>(&self, path: &str) -> Result<T, VaultError> {
-        serde_json::from_slice(&self.body).map_err(|_| {
+        serde_json::from_slice(&self.body).map_err(|error| {
+            let reason = malformed_reason(&self.body, &error);
             tracing::debug!(
                 path,
                 status = self.status.as_u16(),
+                reason,
                 "vault response did not parse"
             );
-            VaultError::BadResponse {
+            VaultError::Malformed {
                 path: path.to_owned(),
                 status: self.status.as_u16(),
+                reason,
             }
         })
+    }
+}
+
+/// Why a body did not parse, naming no part of it: not UTF-8 (JSON text is UTF-8, so a
+/// proxy or a corrupted store is in the way), not JSON at all, or JSON of another shape.
+fn malformed_reason(body: &[u8], error: &serde_json::Error) -> &'static str {
+    if std::str::from_utf8(body).is_err() {
+        "the body is not valid UTF-8"
+    } else if error.is_syntax() || error.is_eof() {
+        "the body is not JSON"
+    } else {
+        "the body is not the JSON vault sends"
     }
 }
 

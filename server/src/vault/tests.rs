@@ -309,3 +309,39 @@ fn errors_read_as_sentences_with_the_fix() {
         "invalid vault path \"secret/../x\": must not have '.' or '..' segments"
     );
 }
+
+/// A body that does not parse says why in general terms, never quoting it (K1): a proxy or a
+/// corrupted store can put a secret next to the bytes that break the parse.
+#[test]
+fn malformed_bodies_name_the_reason_and_never_the_content() {
+    let canary = "canary-0123456789abcdef";
+    let mut not_utf8 = format!("{{\"data\":{{\"data\":{{\"k\":\"{canary}").into_bytes();
+    not_utf8.extend_from_slice(b"\xff\"},\"metadata\":{\"version\":1}}}");
+    for (body, reason) in [
+        (not_utf8, "the body is not valid UTF-8"),
+        (
+            format!("<html>{canary}</html>").into_bytes(),
+            "the body is not JSON",
+        ),
+        (
+            format!("{{\"data\":{{\"data\":\"{canary}\"}}}}").into_bytes(),
+            "the body is not the JSON vault sends",
+        ),
+    ] {
+        let reply = super::Reply {
+            status: reqwest::StatusCode::OK,
+            body: zeroize::Zeroizing::new(body),
+        };
+        let error = reply
+            .parse::<super::wire::KvRead>("secret/a")
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&error, VaultError::Malformed { path, status: 200, reason: got }
+                if path == "secret/a" && *got == reason),
+            "{error:?}"
+        );
+        let text = format!("{error} {error:?}");
+        assert!(text.contains(reason) && !text.contains(canary), "{text}");
+    }
+}
