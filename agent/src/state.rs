@@ -5,7 +5,7 @@
 //! | `keys/signing.key` | ed25519 seed for request signing (created on first start) |
 //! | `keys/encryption.key` | X25519 secret for sealed values (created on first start) |
 //! | `identity.json` | node name, server URL and pinned root fingerprint after enrollment |
-//! | `accepted.json` | serial and digest of the last accepted catalog (written durably *before* applying) |
+//! | `accepted.json` | serial, digest and catalog key generation of the last accepted catalog (written durably *before* applying; the generation retires rotated-away catalog keys, THREATS C7) |
 //! | `catalog.envelope` | the last verified envelope, secrets still sealed |
 //! | `last_run_summary.json` | what `status` prints |
 //! | `spool/` | reports not yet acknowledged by the server |
@@ -352,8 +352,32 @@ mod tests {
         let a = Accepted {
             serial: Serial(7),
             digest: "sha256:ab".into(),
+            key_generation: 3,
         };
         state.set_accepted(&a).unwrap();
         assert_eq!(state.accepted().unwrap(), Some(a));
+    }
+
+    /// THREATS C7 across an upgrade: an `accepted.json` written before key generations reads
+    /// as generation 0 (every certificate still accepted), and the generation is written back.
+    #[test]
+    fn accepted_from_before_key_generations_reads_as_generation_zero() {
+        let t = tempfile::tempdir().unwrap();
+        let state = StateDir::open(t.path()).unwrap();
+        fs::write(
+            t.path().join("accepted.json"),
+            r#"{"serial": 7, "digest": "sha256:ab"}"#,
+        )
+        .unwrap();
+        let old = state.accepted().unwrap().unwrap();
+        assert_eq!((old.serial, old.key_generation), (Serial(7), 0));
+        let newer = Accepted {
+            key_generation: 1_767_225_600,
+            ..old
+        };
+        state.set_accepted(&newer).unwrap();
+        let text = fs::read_to_string(t.path().join("accepted.json")).unwrap();
+        assert!(text.contains("\"key_generation\": 1767225600"), "{text}");
+        assert_eq!(state.accepted().unwrap(), Some(newer));
     }
 }

@@ -46,6 +46,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         last: Accepted {
             serial: Serial(1_000),
             digest: "sha256:0".into(),
+            key_generation: 0,
         },
     }
 });

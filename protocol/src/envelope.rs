@@ -15,6 +15,11 @@
 //!   same digest that identifies the catalog) instead of twice (ed25519's internal SHA-512 over
 //!   the whole payload); it relies on SHA-256's collision resistance, as the digest already does.
 //! - Verification is `verify_strict` (no malleable or small-order signatures or keys).
+//! - Time and key bounds come from what the agent accepted and its clock: serials only go up
+//!   and at most [`MAX_SERIAL_LEAD_MS`] ahead (THREATS C3, C6), `compiled_at` at most
+//!   [`MAX_COMPILED_AT_LEAD_SECS`] ahead, and the catalog key's root-signed generation never
+//!   below the one accepted, so a rotated-away key is refused from the first new-key catalog on
+//!   (THREATS C7).
 //!
 //! It must not do I/O, read the clock or draw randomness: keys come from caller-supplied seed
 //! bytes, "now" and the last accepted serial are arguments, and persisting the new serial is the
@@ -78,6 +83,11 @@ pub const CERTIFICATE_CLOCK_LEEWAY_SECS: i64 = 300;
 /// one day. Serials are `max(last + 1, now in ms)`, so anything further is a fast-forward
 /// attack (THREATS C6), e.g. a stolen catalog key signing `u64::MAX - 1`.
 pub const MAX_SERIAL_LEAD_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// How far a catalog's `compiled_at` may be ahead of the agent's clock: the same day as
+/// [`MAX_SERIAL_LEAD_MS`]. A catalog "compiled" years ahead (with an expiry further still) is
+/// a signing clock gone wrong or a stolen key minting long-lived catalogs.
+pub const MAX_COMPILED_AT_LEAD_SECS: i64 = (MAX_SERIAL_LEAD_MS / 1000) as i64;
 
 /// An ed25519 key pair: the root key, an online catalog key, or an agent's request key. Its
 /// `Debug` shows the key id only; the secret is zeroed on drop.
@@ -179,6 +189,19 @@ pub struct CatalogKeyCertificate {
     pub issued_at: Timestamp,
     /// End of validity: from this instant on, catalogs signed by `key` are refused.
     pub expires_at: Timestamp,
+    /// The catalog key's generation: the same for every certificate of one key, higher for
+    /// every key that replaces it (`keys rotate-catalog`). An agent remembers the highest
+    /// generation it accepted and refuses certificates of lower ones, so a rotated-away key
+    /// stops working on a host as soon as the host applied a catalog signed by its successor
+    /// (THREATS C7), not when its certificate expires. Certificates issued before generations
+    /// existed have none: generation 0 (and it is then left out of the payload, so their
+    /// bytes, and older agents, are unchanged).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub key_generation: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// A [`CatalogKeyCertificate`] signed by the root key, with the root public key so an agent can
@@ -210,6 +233,10 @@ pub struct Accepted {
     pub serial: Serial,
     /// Its [`catalog_digest`].
     pub digest: String,
+    /// The [`CatalogKeyCertificate::key_generation`] of its signing key: certificates of lower
+    /// generations are refused from then on. 0 when written by an agent that predates it.
+    #[serde(default)]
+    pub key_generation: u64,
 }
 
 /// A catalog that passed every check of [`verify_catalog`].
@@ -223,6 +250,8 @@ pub struct VerifiedCatalog {
     pub digest: String,
     /// When it expires.
     pub expires_at: Timestamp,
+    /// The generation of the catalog key that signed it.
+    pub key_generation: u64,
 }
 
 impl VerifiedCatalog {
@@ -231,6 +260,7 @@ impl VerifiedCatalog {
         Accepted {
             serial: self.serial,
             digest: self.digest.clone(),
+            key_generation: self.key_generation,
         }
     }
 }
@@ -253,6 +283,15 @@ pub enum Refusal {
     /// The catalog key certificate is expired or not yet valid.
     #[error("catalog key certificate is expired or not yet valid")]
     ExpiredCertificate,
+    /// The catalog key's generation is below the one of a catalog already accepted: the key
+    /// was rotated away (THREATS C7).
+    #[error("catalog key generation {got} is below the accepted generation {accepted} (the key was rotated; refused)")]
+    RetiredCatalogKey {
+        /// The certificate's generation.
+        got: u64,
+        /// The highest generation accepted before.
+        accepted: u64,
+    },
     /// A validly signed document of another type.
     #[error("signed document is not of the expected type")]
     WrongDocumentType,
@@ -271,6 +310,9 @@ pub enum Refusal {
     /// The serial is more than [`MAX_SERIAL_LEAD_MS`] ahead of "now" (fast-forward).
     #[error("catalog serial is more than a day ahead of this host's clock (fast-forward refused)")]
     SerialFromFuture,
+    /// `compiled_at` is more than [`MAX_COMPILED_AT_LEAD_SECS`] ahead of "now".
+    #[error("catalog was compiled more than a day ahead of this host's clock (refused)")]
+    CompiledInFuture,
     /// The catalog has expired.
     #[error("catalog has expired")]
     ExpiredCatalog,
@@ -359,6 +401,18 @@ pub fn issue_certificate(
     issued_at: Timestamp,
     expires_at: Timestamp,
 ) -> CertificateEnvelope {
+    issue_certificate_generation(root, catalog_public, issued_at, expires_at, 0)
+}
+
+/// [`issue_certificate`] for a key of generation `key_generation` (see
+/// [`CatalogKeyCertificate::key_generation`]).
+pub fn issue_certificate_generation(
+    root: &SigningKeyPair,
+    catalog_public: &[u8; 32],
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+    key_generation: u64,
+) -> CertificateEnvelope {
     let certificate = CatalogKeyCertificate {
         document_type: DocumentType::CatalogKeyCertificate,
         format_version: CATALOG_FORMAT_VERSION,
@@ -366,6 +420,7 @@ pub fn issue_certificate(
         key_id: KeyId::of_public_key_bytes(catalog_public),
         issued_at,
         expires_at,
+        key_generation,
     };
     CertificateEnvelope {
         root_key: STANDARD.encode(root.public_bytes()),
@@ -416,10 +471,12 @@ pub fn sign_catalog(
 ///
 /// Checks, in order, each with its own [`Refusal`]: size; strict parse of the envelope; root
 /// key fingerprint equals `pinned_root`; the root's signature on the certificate; the
-/// certificate's type, format version and validity window; the catalog signature by exactly
-/// the certified key; only then the payload: its type and format version (leniently, for a
-/// typed refusal), a strict parse, node, expiry, serial (rollback, same serial with other
-/// content, fast-forward beyond [`MAX_SERIAL_LEAD_MS`]) and [`Catalog::validate`].
+/// certificate's type, format version and validity window; its key generation not below
+/// `last`'s (a rotated-away key); the catalog signature by exactly the certified key; only
+/// then the payload: its type and format version (leniently, for a typed refusal), a strict
+/// parse, node, expiry, `compiled_at` at most [`MAX_COMPILED_AT_LEAD_SECS`] ahead, serial
+/// (rollback, same serial with other content, fast-forward beyond [`MAX_SERIAL_LEAD_MS`]) and
+/// [`Catalog::validate`].
 ///
 /// A catalog whose serial and digest equal `last` is accepted again (re-apply).
 pub fn verify_catalog(
@@ -434,8 +491,16 @@ pub fn verify_catalog(
     }
     let envelope: CatalogEnvelope = strict::from_slice(envelope_bytes, MAX_CATALOG_BYTES)
         .map_err(|e| malformed("envelope", e))?;
-    let (catalog_key_id, catalog_key) =
+    let (catalog_key_id, catalog_key, key_generation) =
         verify_certificate(&envelope.certificate, pinned_root, now)?;
+    if let Some(last) = last {
+        if key_generation < last.key_generation {
+            return Err(Refusal::RetiredCatalogKey {
+                got: key_generation,
+                accepted: last.key_generation,
+            });
+        }
+    }
     let (payload, payload_digest) = verify_document(
         &envelope.catalog,
         DocumentType::Catalog,
@@ -465,6 +530,9 @@ pub fn verify_catalog(
     if now >= catalog.expires_at {
         return Err(Refusal::ExpiredCatalog);
     }
+    if catalog.compiled_at > now.plus_secs(MAX_COMPILED_AT_LEAD_SECS) {
+        return Err(Refusal::CompiledInFuture);
+    }
     let digest = digest_text(&payload_digest);
     if let Some(last) = last {
         if catalog.serial < last.serial {
@@ -482,17 +550,19 @@ pub fn verify_catalog(
     Ok(VerifiedCatalog {
         serial: catalog.serial,
         expires_at: catalog.expires_at,
+        key_generation,
         digest,
         catalog,
     })
 }
 
-/// Checks the certificate chain up to the pinned root and returns the certified catalog key.
+/// Checks the certificate chain up to the pinned root and returns the certified catalog key
+/// and its generation.
 fn verify_certificate(
     envelope: &CertificateEnvelope,
     pinned_root: &KeyId,
     now: Timestamp,
-) -> Result<(KeyId, VerifyingKey), Refusal> {
+) -> Result<(KeyId, VerifyingKey, u64), Refusal> {
     let root_bytes = decode_public_key(&envelope.root_key)
         .ok_or_else(|| Refusal::Malformed("root key is not 32 bytes of base64".into()))?;
     let root_id = KeyId::of_public_key_bytes(&root_bytes);
@@ -525,7 +595,7 @@ fn verify_certificate(
     }
     let key = VerifyingKey::from_bytes(&key_bytes)
         .map_err(|_| Refusal::Malformed("certified key is not an ed25519 public key".into()))?;
-    Ok((certificate.key_id, key))
+    Ok((certificate.key_id, key, certificate.key_generation))
 }
 
 /// Checks that `document` carries exactly one valid signature by `key_id` over its payload in

@@ -4,6 +4,21 @@
 //!   certifies the catalog key.
 //! - `catalog.key`: the online catalog signing key, certified by the root key in
 //!   `catalog.cert.json`, which is re-issued when a third of its lifetime is left.
+//!
+//! # Catalog key generations
+//!
+//! Every certificate names the catalog key's generation
+//! ([`steward_protocol::envelope::CatalogKeyCertificate::key_generation`], root-signed). A
+//! host refuses certificates of a generation below the highest it accepted, so a rotated-away
+//! key (perhaps stolen) stops working on a host as soon as the host applied a catalog signed
+//! by its successor (THREATS C7). Renewals keep the generation; a new key gets
+//! [`next_generation`]: more than the previous one, and at least the current time in
+//! seconds, so that a generation stays above every earlier one even when the previous
+//! certificate is lost (a data directory restored from an old backup, a deleted
+//! `catalog.cert.json`). The stored certificate is the record of the generation: when
+//! `catalog.key` no longer matches it (a rotation, or a key replaced by hand), the key is
+//! certified at the next generation. A certificate from before generations existed is
+//! generation 0 and keeps its bytes.
 //! - `content.key`: the HMAC key of catalog content identities (see
 //!   [`crate::service::catalog`]), so a Vault value change moves a serial without a plain hash
 //!   of a secret ever being stored. The sealing key of deterministic sealing
@@ -25,8 +40,9 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use steward_protocol::envelope::issue_certificate_generation;
 use steward_protocol::envelope::{CatalogKeyCertificate, CertificateEnvelope};
-use steward_protocol::{issue_certificate, strict, KeyId, SigningKeyPair, Timestamp};
+use steward_protocol::{strict, KeyId, SigningKeyPair, Timestamp};
 use zeroize::Zeroizing;
 
 /// Root key file name.
@@ -50,6 +66,8 @@ pub struct IssuedCertificate {
     pub expires_at: Timestamp,
     /// Increases at every re-issue in this process.
     pub generation: u64,
+    /// The catalog key's generation, as certified (see the module docs).
+    pub key_generation: u64,
 }
 
 /// The server's keys. Cheap to share (`Arc`).
@@ -138,14 +156,24 @@ impl ServerKeys {
         now: Timestamp,
         persist: bool,
     ) -> anyhow::Result<ServerKeys> {
-        let stored = read_certificate(&data_dir.join(CERTIFICATE_FILE), &root, &catalog);
+        let stored = read_certificate(&data_dir.join(CERTIFICATE_FILE), &root);
+        let certificate = match stored {
+            Some(stored) if stored.key_id == catalog.key_id() => stored.issued,
+            // A new catalog key (rotated, or replaced by hand), or no certificate at all.
+            other => {
+                let generation = next_generation(other.map(|s| s.issued.key_generation), now);
+                tracing::info!(
+                    catalog_key = %catalog.key_id(),
+                    key_generation = generation,
+                    "certifying a new catalog key"
+                );
+                issue(&root, &catalog, lifetime, now, 0, generation)
+            }
+        };
         let keys = ServerKeys {
             persist,
             data_dir: data_dir.to_owned(),
-            certificate: RwLock::new(Arc::new(match stored {
-                Some(certificate) => certificate,
-                None => issue(&root, &catalog, lifetime, now, 0),
-            })),
+            certificate: RwLock::new(Arc::new(certificate)),
             root,
             catalog,
             sealing_key: derive_sealing_key(&content_key),
@@ -197,6 +225,7 @@ impl ServerKeys {
             self.lifetime,
             now,
             current.generation + 1,
+            current.key_generation,
         );
         *self
             .certificate
@@ -263,26 +292,56 @@ pub fn root_key_id(data_dir: &Path) -> anyhow::Result<KeyId> {
     Ok(SigningKeyPair::from_bytes(*read_key(&path)?).key_id())
 }
 
-/// Replaces `data_dir/catalog.key` with a new random key (atomically, 0600) and deletes the
-/// stored certificate, so that the server certifies the new key with the root key at its next
-/// start. The root key and its fingerprint (what agents pin) do not change. Returns the old and
-/// the new catalog key fingerprints.
-pub fn rotate_catalog_key(data_dir: &Path) -> anyhow::Result<(KeyId, KeyId)> {
+/// What [`rotate_catalog_key`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The replaced key's fingerprint.
+    pub old: KeyId,
+    /// The new key's fingerprint.
+    pub new: KeyId,
+    /// The new key's generation (hosts refuse the old key once they applied a catalog
+    /// signed by the new one).
+    pub key_generation: u64,
+}
+
+/// Replaces `data_dir/catalog.key` with a new random key (atomically, 0600) and certifies it
+/// with the root key at the next generation (`catalog.cert.json`, valid for `lifetime` from
+/// `now`). The root key and its fingerprint (what agents pin) do not change. A crash between
+/// the two writes leaves the new key with the old certificate: the server then certifies the
+/// key at the next generation when it starts, as after any key change.
+pub fn rotate_catalog_key(
+    data_dir: &Path,
+    lifetime: Duration,
+    now: Timestamp,
+) -> anyhow::Result<Rotation> {
     root_key_id(data_dir)?;
+    let root = SigningKeyPair::from_bytes(*read_key(&data_dir.join(ROOT_KEY_FILE))?);
     let path = data_dir.join(CATALOG_KEY_FILE);
     let old = SigningKeyPair::from_bytes(*read_key(&path)?).key_id();
-    let key = random_key()?;
-    let new = SigningKeyPair::from_bytes(*key).key_id();
-    write_atomically(&path, &key[..])?;
-    let certificate = data_dir.join(CERTIFICATE_FILE);
-    match fs::remove_file(&certificate) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => {
-            return Err(error).with_context(|| format!("removing {}", certificate.display()))
-        }
-    }
-    Ok((old, new))
+    let previous = read_certificate(&data_dir.join(CERTIFICATE_FILE), &root)
+        .map(|stored| stored.issued.key_generation);
+    let key_generation = next_generation(previous, now);
+    let seed = random_key()?;
+    let key = SigningKeyPair::from_bytes(*seed);
+    write_atomically(&path, &seed[..])?;
+    let certificate = issue(&root, &key, lifetime, now, 0, key_generation);
+    write_atomically(
+        &data_dir.join(CERTIFICATE_FILE),
+        &steward_protocol::canonical_bytes(&certificate.envelope),
+    )?;
+    Ok(Rotation {
+        old,
+        new: key.key_id(),
+        key_generation,
+    })
+}
+
+/// The generation of a catalog key that replaces one of generation `previous` (`None`: not
+/// known): above `previous`, and at least `now` in seconds so that it is above every earlier
+/// generation even when `previous` was lost, as long as the clock is right.
+pub fn next_generation(previous: Option<u64>, now: Timestamp) -> u64 {
+    let clock = u64::try_from(now.0).unwrap_or(0);
+    previous.map_or(1, |g| g.saturating_add(1)).max(clock)
 }
 
 fn issue(
@@ -291,22 +350,33 @@ fn issue(
     lifetime: Duration,
     now: Timestamp,
     generation: u64,
+    key_generation: u64,
 ) -> IssuedCertificate {
     let expires_at = now.plus_secs(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX));
     IssuedCertificate {
-        envelope: issue_certificate(root, &catalog.public_bytes(), now, expires_at),
+        envelope: issue_certificate_generation(
+            root,
+            &catalog.public_bytes(),
+            now,
+            expires_at,
+            key_generation,
+        ),
         issued_at: now,
         expires_at,
         generation,
+        key_generation,
     }
 }
 
-/// Reads back a stored certificate; `None` when missing, unreadable or not for these keys.
-fn read_certificate(
-    path: &Path,
-    root: &SigningKeyPair,
-    catalog: &SigningKeyPair,
-) -> Option<IssuedCertificate> {
+/// A stored certificate signed by this root key, and the key it certifies.
+struct StoredCertificate {
+    key_id: KeyId,
+    issued: IssuedCertificate,
+}
+
+/// Reads back a stored certificate; `None` when missing, unreadable or not signed by `root`.
+/// It may certify another catalog key than the current one (after a rotation).
+fn read_certificate(path: &Path, root: &SigningKeyPair) -> Option<StoredCertificate> {
     let bytes = fs::read(path).ok()?;
     let envelope: CertificateEnvelope = strict::from_slice(&bytes, 64 * 1024).ok()?;
     if envelope.root_key != STANDARD.encode(root.public_bytes()) {
@@ -314,9 +384,6 @@ fn read_certificate(
     }
     let payload = STANDARD.decode(&envelope.document.payload).ok()?;
     let certificate: CatalogKeyCertificate = strict::from_slice(&payload, 64 * 1024).ok()?;
-    if certificate.key_id != catalog.key_id() {
-        return None;
-    }
     // Only trust a certificate we could have signed: compare with a fresh signature over the
     // same payload (ed25519 is deterministic).
     let resigned = steward_protocol::envelope::sign_document(
@@ -327,11 +394,15 @@ fn read_certificate(
     if resigned != envelope.document {
         return None;
     }
-    Some(IssuedCertificate {
-        issued_at: certificate.issued_at,
-        expires_at: certificate.expires_at,
-        envelope,
-        generation: 0,
+    Some(StoredCertificate {
+        key_id: certificate.key_id,
+        issued: IssuedCertificate {
+            issued_at: certificate.issued_at,
+            expires_at: certificate.expires_at,
+            envelope,
+            generation: 0,
+            key_generation: certificate.key_generation,
+        },
     })
 }
 
@@ -459,6 +530,67 @@ mod tests {
         assert!(again.renew_certificate_if_due(late).unwrap());
         assert_eq!(again.certificate().issued_at, late);
         assert!(!format!("{again:?}").contains(&hex::encode(&again.content_key[..])));
+    }
+
+    /// THREATS C7: every new catalog key is certified at a higher generation, renewals keep
+    /// it, and a lost certificate or a key replaced by hand still moves it up.
+    #[test]
+    fn catalog_key_generations_only_increase() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let now = Timestamp(1_700_000_000);
+        let lifetime = Duration::from_secs(90 * 86_400);
+        let first = ServerKeys::load_or_create(&data, lifetime, now).unwrap();
+        let g1 = first.certificate().key_generation;
+        assert_eq!(g1, 1_700_000_000, "a first key: the clock");
+        assert!(first
+            .renew_certificate_if_due(now.plus_secs(61 * 86_400))
+            .unwrap());
+        assert_eq!(first.certificate().key_generation, g1, "renewal keeps it");
+
+        // A rotation with the clock behind the previous generation still moves it up.
+        let rotation = rotate_catalog_key(&data, lifetime, now.plus_secs(-3600)).unwrap();
+        assert_eq!(rotation.key_generation, g1 + 1);
+        let rotated = ServerKeys::load_or_create(&data, lifetime, now).unwrap();
+        assert_eq!(rotated.catalog_key().key_id(), rotation.new);
+        assert_eq!(rotated.certificate().key_generation, g1 + 1);
+
+        // A key replaced by hand (or a crash between the two writes of a rotation).
+        let mut key = [0u8; 32];
+        getrandom::getrandom(&mut key).unwrap();
+        write_atomically(&data.join(CATALOG_KEY_FILE), &key).unwrap();
+        let replaced = ServerKeys::load_or_create(&data, lifetime, now).unwrap();
+        assert_eq!(replaced.certificate().key_generation, g1 + 2);
+
+        // The certificate lost: the clock (later than every earlier generation) decides.
+        fs::remove_file(data.join(CERTIFICATE_FILE)).unwrap();
+        rotate_catalog_key(&data, lifetime, now.plus_secs(86_400)).unwrap();
+        let restored = ServerKeys::load_existing(&data, lifetime, now.plus_secs(86_400)).unwrap();
+        assert_eq!(restored.certificate().key_generation, 1_700_086_400);
+    }
+
+    /// A data directory from before generations: its certificate is kept byte for byte
+    /// (generation 0, which older agents parse), until the next rotation.
+    #[test]
+    fn a_certificate_from_before_generations_is_kept_as_generation_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp(1_700_000_000);
+        let lifetime = Duration::from_secs(90 * 86_400);
+        let keys = ServerKeys::load_or_create(dir.path(), lifetime, now).unwrap();
+        let legacy = steward_protocol::issue_certificate(
+            &keys.root,
+            &keys.catalog.public_bytes(),
+            now,
+            now.plus_secs(90 * 86_400),
+        );
+        let bytes = steward_protocol::canonical_bytes(&legacy);
+        fs::write(dir.path().join(CERTIFICATE_FILE), &bytes).unwrap();
+        let upgraded = ServerKeys::load_or_create(dir.path(), lifetime, now.plus_secs(10)).unwrap();
+        assert_eq!(upgraded.certificate().envelope, legacy);
+        assert_eq!(upgraded.certificate().key_generation, 0);
+        assert_eq!(fs::read(dir.path().join(CERTIFICATE_FILE)).unwrap(), bytes);
+        let rotation = rotate_catalog_key(dir.path(), lifetime, now.plus_secs(20)).unwrap();
+        assert_eq!(rotation.key_generation, 1_700_000_020);
     }
 
     #[test]

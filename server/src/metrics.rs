@@ -1,7 +1,7 @@
 //! Prometheus metrics, rendered by hand in the text exposition format (`GET /metrics`).
 //!
-//! Labels are route templates (`/api/v1/nodes/{name}`), methods, statuses and enrollment
-//! statuses: never a node name, a path with values, a token or anything from a request body,
+//! Labels are route templates (`/api/v1/nodes/{name}`), methods, statuses, enrollment
+//! statuses and resource statuses (the fixed [`ResourceStatus::ALL`]): never a node name, a path with values, a token or anything from a request body,
 //! so the endpoint reveals the fleet's size and health but nothing about a host.
 
 use std::collections::BTreeMap;
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use steward_protocol::EnrollmentStatus;
+use steward_protocol::{EnrollmentStatus, ResourceStatus, Totals};
 
 /// Upper bounds (seconds) of the compile duration histogram buckets.
 const COMPILE_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
@@ -42,6 +42,10 @@ pub struct Metrics {
     pub reports_duplicate: AtomicU64,
     /// Enrollment requests refused (bad token, rate limit, bad input).
     pub enroll_refused: AtomicU64,
+    /// Resource events of stored reports, per status in [`ResourceStatus::ALL`] order.
+    resource_events: [AtomicU64; ResourceStatus::ALL.len()],
+    /// Resource events of stored reports that carried a drift notice.
+    drift_events: AtomicU64,
 }
 
 impl Metrics {
@@ -66,6 +70,25 @@ impl Metrics {
             u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+    }
+
+    /// Counts a stored report's events by status, and its drift notices apart: kept and
+    /// deferred are their own series, never added to failures.
+    pub fn record_report(&self, totals: &Totals) {
+        for (counter, status) in self.resource_events.iter().zip(ResourceStatus::ALL) {
+            let count = match status {
+                ResourceStatus::Unchanged => totals.unchanged,
+                ResourceStatus::Changed => totals.changed,
+                ResourceStatus::WouldChange => totals.would_change,
+                ResourceStatus::Failed => totals.failed,
+                ResourceStatus::Skipped => totals.skipped,
+                ResourceStatus::Kept => totals.kept,
+                ResourceStatus::Deferred => totals.deferred,
+            };
+            counter.fetch_add(u64::from(count), Ordering::Relaxed);
+        }
+        self.drift_events
+            .fetch_add(u64::from(totals.drift), Ordering::Relaxed);
     }
 
     /// Adds one to a counter.
@@ -180,6 +203,26 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP steward_resource_events_total Resource events of stored run reports by status \
+             (kept and deferred are notices, not failures).\n\
+             # TYPE steward_resource_events_total counter"
+        );
+        for (counter, status) in self.resource_events.iter().zip(ResourceStatus::ALL) {
+            let _ = writeln!(
+                out,
+                "steward_resource_events_total{{status=\"{}\"}} {}",
+                status.as_str(),
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        counter(
+            &mut out,
+            "steward_resource_drift_total",
+            "Resource events of stored run reports that carried a drift notice.",
+            &self.drift_events,
+        );
+        let _ = writeln!(
+            out,
             "# HELP steward_nodes Nodes by enrollment status.\n# TYPE steward_nodes gauge"
         );
         for status in [
@@ -238,5 +281,36 @@ mod tests {
         assert!(text.contains("steward_compile_failures_total 1"));
         assert!(text.contains("steward_nodes{status=\"approved\"} 3"));
         assert!(text.contains("steward_nodes{status=\"pending\"} 0"));
+    }
+
+    #[test]
+    fn kept_deferred_and_drift_are_counted_apart_from_failures() {
+        let metrics = Metrics::default();
+        metrics.record_report(&Totals {
+            resources: 6,
+            unchanged: 1,
+            failed: 1,
+            kept: 2,
+            deferred: 2,
+            drift: 1,
+            ..Totals::default()
+        });
+        metrics.record_report(&Totals {
+            resources: 1,
+            deferred: 1,
+            ..Totals::default()
+        });
+        let text = metrics.render(&[]);
+        assert!(text.contains("steward_resource_events_total{status=\"kept\"} 2"));
+        assert!(text.contains("steward_resource_events_total{status=\"deferred\"} 3"));
+        assert!(text.contains("steward_resource_events_total{status=\"failed\"} 1"));
+        assert!(text.contains("steward_resource_events_total{status=\"unchanged\"} 1"));
+        assert!(text.contains("steward_resource_drift_total 1"));
+        // One series per status, whatever the reports said.
+        let series = text
+            .lines()
+            .filter(|line| line.starts_with("steward_resource_events_total{"))
+            .count();
+        assert_eq!(series, ResourceStatus::ALL.len());
     }
 }

@@ -1249,6 +1249,252 @@ async fn a_run_reads_back_as_reported_with_events_in_apply_order() {
     );
 }
 
+/// The notices of issue 11: `kept` and `deferred` events and `drift` on an event of any status
+/// are stored and read back as sent, with the run's counts of each.
+#[tokio::test]
+async fn kept_deferred_and_drift_round_trip_with_their_counts() {
+    let (_dir, db) = open_temp().await;
+    let node = approved_node(&db, "ws-01").await;
+    let mut sent = report(&node, 21, T0, 0);
+    let notice = |resource: ResourceId, status: ResourceStatus, message: &str| ResourceEvent {
+        resource,
+        status,
+        message: Some(message.to_owned()),
+        diff: None,
+        duration_ms: 3,
+        corrective: false,
+        drift: None,
+    };
+    let mut drifted = notice(
+        ResourceId::new("user", "emo"),
+        ResourceStatus::Unchanged,
+        "account in place",
+    );
+    drifted.drift = Some("holds sudo, docker beyond tier namespace-owner".into());
+    sent.events = vec![
+        notice(
+            ResourceId::new("git_clone", "/home/emo/code"),
+            ResourceStatus::Kept,
+            "exists and is not this clone (a symlink to /home/ana/code): kept as found",
+        ),
+        notice(
+            ResourceId::new("service", "t3-serve@emo.service"),
+            ResourceStatus::Deferred,
+            "restart waits for emo to go idle (1 session) since 2026-12-08 02:00 UTC",
+        ),
+        drifted,
+    ];
+    sent.totals = Totals::of(&sent.events);
+    sent.status = RunStatus::Unchanged;
+    assert_eq!(
+        (sent.totals.kept, sent.totals.deferred, sent.totals.drift),
+        (1, 1, 1)
+    );
+    runs::insert_report(&db, &sent, Timestamp(T0 + 9))
+        .await
+        .unwrap();
+    let stored = runs::get_with_events(&db, &sent.run_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.run.totals, sent.totals);
+    assert_eq!(stored.events, sent.events);
+    let listed = runs::list(&db, &RunFilter::default(), Page::first(10))
+        .await
+        .unwrap();
+    assert_eq!(listed.runs[0].totals, sent.totals);
+    let stored_statuses: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM resource_events ORDER BY seq")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(stored_statuses, ["kept", "deferred", "unchanged"]);
+    let deferred = runs::events_with_status(&db, ResourceStatus::Deferred, Timestamp(T0), 10)
+        .await
+        .unwrap();
+    assert_eq!(deferred.len(), 1);
+    assert_eq!(deferred[0].event, sent.events[1]);
+    let last = runs::last_event_for_resource(&db, &node, &ResourceId::new("user", "emo"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.event.drift, sent.events[2].drift);
+    // The counts are checked like the others.
+    let negative = sqlx::query("UPDATE runs SET total_drift = -1")
+        .execute(db.pool())
+        .await;
+    assert!(negative.is_err(), "a negative count is refused");
+    let unknown = sqlx::query("UPDATE resource_events SET status = 'ignored'")
+        .execute(db.pool())
+        .await;
+    assert!(unknown.is_err(), "an unknown status is still refused");
+}
+
+/// A database at schema version 4 (migrations 0001–0004) with runs and events upgrades to the
+/// current schema: every row kept as it was, the new counts zero, no drift, the index and the
+/// cascade from runs to events still in place.
+#[tokio::test]
+async fn a_version_4_database_with_reports_upgrades_and_keeps_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("steward.db");
+    let migrations = dir.path().join("migrations-v4");
+    std::fs::create_dir(&migrations).unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+    for name in [
+        "0001_initial.sql",
+        "0002_pending_keys.sql",
+        "0003_ui_sessions.sql",
+        "0004_drop_event_resource_index.sql",
+    ] {
+        std::fs::copy(source.join(name), migrations.join(name)).unwrap();
+    }
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        sqlx::migrate::Migrator::new(migrations.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        // Rows as a version-4 server wrote them.
+        for statement in [
+            "INSERT INTO nodes (id, name, status, created_at) VALUES (1, 'ws-01', 'approved', 1)",
+            "INSERT INTO runs (id, uuid, node_id, catalog_serial, started_at, finished_at, \
+             duration_ms, status, noop, message, agent_version, total_resources, \
+             total_unchanged, total_changed, total_would_change, total_failed, total_skipped, \
+             received_at) VALUES \
+             (7, '5a5a5a5a-5a5a-4a5a-9a00-000000000007', 1, 3, 100, 107, 7000, 'failed', 0, \
+              'one failed', '0.1.0', 3, 1, 1, 0, 1, 0, 110), \
+             (8, '5a5a5a5a-5a5a-4a5a-9a00-000000000008', 1, 3, 200, 201, 1000, 'unchanged', \
+              0, NULL, '0.1.0', 1, 1, 0, 0, 0, 0, 210)",
+            "INSERT INTO resource_events (id, run_id, seq, node_id, run_started_at, resource, \
+             resource_type, status, message, diff, duration_ms, corrective) VALUES \
+             (40, 7, 0, 1, 100, 'file:/etc/motd', 'file', 'changed', NULL, '-a\n+b', 5, 1), \
+             (41, 7, 1, 1, 100, 'package:git', 'package', 'unchanged', NULL, NULL, 2, 0), \
+             (42, 7, 2, 1, 100, 'service:app', 'service', 'failed', 'exit 1', NULL, 9, 0), \
+             (43, 8, 0, 1, 200, 'package:git', 'package', 'unchanged', NULL, NULL, 1, 0)",
+        ] {
+            sqlx::query(statement).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    }
+    let events_before = "SELECT id, run_id, seq, node_id, run_started_at, resource, \
+                         resource_type, status, coalesce(message, '-'), coalesce(diff, '-'), \
+                         duration_ms, corrective FROM resource_events ORDER BY id";
+    type EventTuple = (
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        String,
+        String,
+        String,
+        String,
+        String,
+        i64,
+        i64,
+    );
+    let before: Vec<EventTuple> = {
+        let mut connection = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        sqlx::query_as(events_before)
+            .fetch_all(&mut connection)
+            .await
+            .unwrap()
+    };
+    assert_eq!(before.len(), 4);
+
+    let db = Db::open(&path).await.unwrap();
+    let after: Vec<EventTuple> = sqlx::query_as(events_before)
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(after, before, "every event kept as it was");
+    let drift: i64 = sqlx::query_scalar("SELECT count(*) FROM resource_events WHERE drift IS NULL")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(drift, 4);
+    let failed = runs::get_with_events(&db, &RunId("5a5a5a5a-5a5a-4a5a-9a00-000000000007".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.run.status, RunStatus::Failed);
+    assert_eq!(failed.run.message.as_deref(), Some("one failed"));
+    assert_eq!(
+        failed.run.totals,
+        Totals {
+            resources: 3,
+            unchanged: 1,
+            changed: 1,
+            failed: 1,
+            ..Totals::default()
+        }
+    );
+    assert_eq!(failed.events.len(), 3);
+    assert_eq!(failed.events[2].message.as_deref(), Some("exit 1"));
+    assert_eq!(count(&db, "runs").await, 2);
+    // Same indexes as before the rebuild.
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'resource_events' \
+         ORDER BY name",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        indexes,
+        [
+            "resource_events_by_status_time",
+            "sqlite_autoindex_resource_events_1"
+        ]
+    );
+    let violations: Vec<(String, i64, String, i64)> = sqlx::query_as("PRAGMA foreign_key_check")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+    // The cascade still holds: deleting a run deletes its events.
+    sqlx::query("DELETE FROM runs WHERE id = 7")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(count(&db, "resource_events").await, 1);
+    // And the upgraded database takes the new statuses.
+    let node = node_id("ws-01");
+    let mut sent = report(&node, 30, 300, 0);
+    sent.events = vec![ResourceEvent {
+        resource: ResourceId::new("git_clone", "/home/emo/code"),
+        status: ResourceStatus::Kept,
+        message: Some("a symlink: kept".into()),
+        diff: None,
+        duration_ms: 1,
+        corrective: false,
+        drift: Some("not a clone".into()),
+    }];
+    sent.totals = Totals::of(&sent.events);
+    sent.status = RunStatus::Unchanged;
+    runs::insert_report(&db, &sent, Timestamp(310))
+        .await
+        .unwrap();
+    let stored = runs::get_with_events(&db, &sent.run_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.events, sent.events);
+    assert_eq!(stored.run.totals, sent.totals);
+}
+
 #[tokio::test]
 async fn run_lists_filter_and_page_newest_first() {
     let (_dir, db) = open_temp().await;

@@ -1081,3 +1081,172 @@ async fn the_node_page_compares_two_serials_without_showing_secrets() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Notices (issue 11): kept, deferred and drift are shown, never as failures
+
+/// A run with kept, deferred and drift events: the node page's "Notices" panel lists them
+/// (escaped), the run page shows them as notices with the badges explained, the person page of
+/// the person they concern shows that person's deferred and drift items only, the failures
+/// page and the node's health ignore them, and `/metrics` counts them apart.
+#[tokio::test]
+async fn kept_deferred_and_drift_are_notices_on_node_run_and_person_pages() {
+    // Forward auth for the person's own page, the local login for the admin pages.
+    let server = ui_server(
+        "trusted_proxies = [\"127.0.0.1/32\"]\nadmin_group = \"ops\"\nbreak_glass_local_login = true",
+    )
+    .await;
+    let agent = Agent::new("devvm");
+    server.enroll_approved(&agent).await;
+    let mut emo_account = event(
+        ResourceId::new("user", "emo"),
+        ResourceStatus::Unchanged,
+        None,
+    );
+    emo_account.drift = Some("holds <sudo> and docker beyond tier namespace-owner".into());
+    let mut anca_account = event(
+        ResourceId::new("user", "ancamilea"),
+        ResourceStatus::Unchanged,
+        None,
+    );
+    anca_account.drift = Some("holds adm beyond tier dev".into());
+    let events = vec![
+        event(
+            ResourceId::new("git_clone", "/home/emo/code"),
+            ResourceStatus::Kept,
+            Some("exists and is not this clone (a symlink to /home/ana/<code>): kept as found"),
+        ),
+        event(
+            ResourceId::new("service", "t3-serve@emo.service"),
+            ResourceStatus::Deferred,
+            Some("restart waits for emo to go idle: 1 session <tty1> since 02:00 UTC"),
+        ),
+        emo_account,
+        anca_account,
+        event(
+            ResourceId::new("package", "git"),
+            ResourceStatus::Unchanged,
+            None,
+        ),
+    ];
+    let mut report = agent.report(None);
+    report.status = RunStatus::Unchanged;
+    report.totals = Totals::of(&events);
+    report.events = events;
+    let run_id = report.run_id.0.clone();
+    let response = agent.send_report(&server, &report).await;
+    assert!(response.status().is_success(), "{}", response.status());
+
+    let mut browser = Browser::logged_in(&server).await;
+    let node = browser.get("/ui/nodes/devvm").await;
+    assert_eq!(node.status, StatusCode::OK);
+    let panel = section(&node.body, "id=\"notices\"");
+    let shown = unescape(panel);
+    assert!(
+        shown.contains("restart waits for emo to go idle: 1 session <tty1> since 02:00 UTC"),
+        "{panel}"
+    );
+    assert!(shown.contains("holds <sudo> and docker beyond tier namespace-owner"));
+    assert!(shown.contains("a symlink to /home/ana/<code>"));
+    let kept = section(panel, "<details id=\"notices-kept\">");
+    assert!(
+        kept.contains("git_clone:/home/emo/code"),
+        "kept list, collapsed"
+    );
+    for raw in ["<tty1>", "<sudo>", "<code>"] {
+        assert!(!node.body.contains(raw), "{raw} shown raw");
+    }
+    assert!(
+        panel.contains("forces it after max_defer"),
+        "badges explained"
+    );
+    assert!(
+        node.body.contains("badge-ok\">unchanged"),
+        "the node is not failed"
+    );
+
+    let nodes = browser.get("/ui/nodes").await;
+    assert!(nodes.body.contains("4 notices"), "{}", nodes.body);
+    assert!(!browser
+        .get("/ui/nodes?status=failed")
+        .await
+        .body
+        .contains("/ui/nodes/devvm\""));
+
+    let run = browser.get(&format!("/ui/runs/{run_id}")).await;
+    assert!(
+        !run.body.contains("Failed and skipped"),
+        "notices are not problems"
+    );
+    let notices = section(&run.body, "id=\"notices\"");
+    for resource in [
+        "git_clone:/home/emo/code",
+        "service:t3-serve@emo.service",
+        "user:emo",
+        "user:ancamilea",
+    ] {
+        assert!(notices.contains(resource), "{resource} in notices");
+    }
+    assert!(!notices.contains("package:git"));
+    assert!(notices.contains("row-notice") && !notices.contains("row-failed"));
+    assert!(notices.contains("left as found on purpose"));
+    assert!(run.body.contains("stat-label\">kept"), "totals show kept");
+    assert!(run.body.contains("stat-label\">drift"), "totals show drift");
+
+    let failures = browser.get("/ui/failures").await;
+    for resource in ["git_clone:/home/emo/code", "t3-serve@emo", "user:emo"] {
+        assert!(
+            !failures.body.contains(resource),
+            "{resource} is not a failure"
+        );
+    }
+
+    let person = browser.get("/ui/roster/emo").await;
+    assert_eq!(person.status, StatusCode::OK, "{}", person.body);
+    let mine = section(&person.body, "id=\"person-notices\"");
+    let shown = unescape(mine);
+    assert!(shown.contains("service:t3-serve@emo.service"));
+    assert!(shown.contains("1 session <tty1>"));
+    assert!(shown.contains("holds <sudo> and docker"));
+    assert!(!shown.contains("holds adm"), "another person's drift");
+    assert!(
+        !shown.contains("git_clone"),
+        "kept is listed with the resources, not a notice"
+    );
+    assert!(
+        !person.body.contains("failing"),
+        "notices do not count as failing"
+    );
+    let anca = browser.get("/ui/roster/ancamilea").await;
+    assert!(unescape(&anca.body).contains("holds adm beyond tier dev"));
+    assert!(!anca.body.contains("t3-serve@emo"));
+
+    // "Managed for me": emo signed in through SSO sees his own deferred and drift items.
+    let mut emo = Browser::new(&server);
+    emo.headers = vec![
+        ("X-authentik-username".into(), "emil.barzin".into()),
+        ("X-authentik-groups".into(), "staff".into()),
+    ];
+    let me = emo.get("/ui/me").await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.body);
+    let mine = unescape(section(&me.body, "id=\"person-notices\""));
+    assert!(mine.contains("1 session <tty1>") && mine.contains("holds <sudo> and docker"));
+    assert!(!mine.contains("holds adm"), "another person's drift");
+    assert!(!me.body.contains("/ui/runs/"), "no fleet links for users");
+
+    let metrics = server.anonymous(Method::GET, "/metrics", None).await;
+    let metrics = metrics.text().await.unwrap();
+    assert!(metrics.contains("steward_resource_events_total{status=\"kept\"} 1"));
+    assert!(metrics.contains("steward_resource_events_total{status=\"deferred\"} 1"));
+    assert!(metrics.contains("steward_resource_events_total{status=\"failed\"} 0"));
+    assert!(metrics.contains("steward_resource_drift_total 2"));
+}
+
+/// The HTML from the element with `attribute` to the first `</section>` after it.
+fn section<'a>(html: &'a str, attribute: &str) -> &'a str {
+    let start = html
+        .find(attribute)
+        .unwrap_or_else(|| panic!("no {attribute} in {html}"));
+    let rest = &html[start..];
+    &rest[..rest.find("</section>").unwrap_or(rest.len())]
+}

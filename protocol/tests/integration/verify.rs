@@ -2,8 +2,9 @@
 //! THREATS rows where one exists.
 
 use steward_protocol::envelope::{
-    canonical_bytes, issue_certificate, sign_document, CatalogKeyCertificate, Signature,
-    SigningKeyPair, CERTIFICATE_CLOCK_LEEWAY_SECS, MAX_SERIAL_LEAD_MS,
+    canonical_bytes, issue_certificate, issue_certificate_generation, sign_catalog, sign_document,
+    CatalogKeyCertificate, CertificateEnvelope, Signature, SigningKeyPair,
+    CERTIFICATE_CLOCK_LEEWAY_SECS, MAX_COMPILED_AT_LEAD_SECS, MAX_SERIAL_LEAD_MS,
 };
 use steward_protocol::*;
 
@@ -251,6 +252,7 @@ fn agent_rejects_unknown_format_version() {
         key_id: catalog_key().key_id(),
         issued_at: NOW.plus_secs(-DAY),
         expires_at: NOW.plus_secs(DAY),
+        key_generation: 0,
     };
     let mut envelope = parse_envelope(&signed(&small_catalog()));
     envelope.certificate.document = sign_document(
@@ -273,6 +275,7 @@ fn malformed_certificate_is_refused() {
         key_id: catalog_key().key_id(),
         issued_at: NOW.plus_secs(-DAY),
         expires_at: NOW.plus_secs(DAY),
+        key_generation: 0,
     };
     let mut wrong_id = base.clone();
     wrong_id.key_id = root().key_id();
@@ -323,6 +326,7 @@ fn agent_rejects_validly_signed_catalog_with_serial_lower_than_last_applied() {
     let last = Accepted {
         serial: Serial(catalog.serial.0 + 1),
         digest: "sha256:whatever".into(),
+        key_generation: 0,
     };
     assert_eq!(
         verify_catalog(&bytes, &root().key_id(), &node(), Some(&last), NOW),
@@ -390,6 +394,120 @@ fn serial_more_than_a_day_ahead_of_now_is_refused() {
     assert!(verify(&signed(&catalog)).is_ok());
     catalog.serial = Serial(now_ms + MAX_SERIAL_LEAD_MS + 1);
     assert_eq!(verify(&signed(&catalog)), Err(Refusal::SerialFromFuture));
+}
+
+/// THREATS C6/R14 for `compiled_at`: a catalog "compiled" years ahead (and expiring later
+/// still) is refused like a serial from the future, with the same one-day allowance.
+#[test]
+fn compiled_at_more_than_a_day_ahead_of_now_is_refused() {
+    let mut catalog = small_catalog();
+    catalog.compiled_at = NOW.plus_secs(MAX_COMPILED_AT_LEAD_SECS);
+    assert!(verify(&signed(&catalog)).is_ok());
+    catalog.compiled_at = NOW.plus_secs(MAX_COMPILED_AT_LEAD_SECS + 1);
+    assert_eq!(verify(&signed(&catalog)), Err(Refusal::CompiledInFuture));
+    // The red team's case: compiled in ten years, expiring in eleven, under a sane serial.
+    catalog.compiled_at = NOW.plus_secs(10 * 365 * DAY);
+    catalog.expires_at = NOW.plus_secs(11 * 365 * DAY);
+    assert_eq!(verify(&signed(&catalog)), Err(Refusal::CompiledInFuture));
+}
+
+/// A catalog key certified at `generation`, valid around [`NOW`].
+fn generation_certificate(key: &SigningKeyPair, generation: u64) -> CertificateEnvelope {
+    issue_certificate_generation(
+        &root(),
+        &key.public_bytes(),
+        NOW.plus_secs(-DAY),
+        NOW.plus_secs(90 * DAY),
+        generation,
+    )
+}
+
+/// THREATS C7: once a host accepted a catalog signed by the rotated-in key (generation 2), a
+/// catalog signed by the rotated-away key (generation 1) under its still-valid certificate is
+/// refused, even with a higher serial: a stolen old key stops working at rotation.
+#[test]
+fn agent_rejects_catalog_key_of_an_older_generation_after_rotation() {
+    let old_key = SigningKeyPair::from_bytes([0x51; 32]);
+    let new_key = SigningKeyPair::from_bytes([0x52; 32]);
+    let old_certificate = generation_certificate(&old_key, 1);
+    let new_certificate = generation_certificate(&new_key, 2);
+    let mut catalog = small_catalog();
+    let before = sign_catalog(&catalog, &old_key, &old_certificate).unwrap();
+    let accepted_old = verify(&before).unwrap().accepted();
+    assert_eq!(accepted_old.key_generation, 1);
+
+    catalog.serial = Serial(catalog.serial.0 + 1);
+    let rotated = sign_catalog(&catalog, &new_key, &new_certificate).unwrap();
+    let accepted = verify_catalog(
+        &rotated,
+        &root().key_id(),
+        &node(),
+        Some(&accepted_old),
+        NOW,
+    )
+    .unwrap()
+    .accepted();
+    assert_eq!(accepted.key_generation, 2);
+
+    // The thief signs a newer serial with the old key and its unexpired certificate.
+    catalog.serial = Serial(catalog.serial.0 + 1);
+    let stolen = sign_catalog(&catalog, &old_key, &old_certificate).unwrap();
+    assert!(
+        verify(&stolen).is_ok(),
+        "valid for a host that never saw the new key"
+    );
+    assert_eq!(
+        verify_catalog(&stolen, &root().key_id(), &node(), Some(&accepted), NOW),
+        Err(Refusal::RetiredCatalogKey {
+            got: 1,
+            accepted: 2
+        })
+    );
+    // The accepted envelope itself is still re-applied, and its key keeps signing.
+    assert!(verify_catalog(&rotated, &root().key_id(), &node(), Some(&accepted), NOW).is_ok());
+    let next = sign_catalog(&catalog, &new_key, &new_certificate).unwrap();
+    assert!(verify_catalog(&next, &root().key_id(), &node(), Some(&accepted), NOW).is_ok());
+}
+
+/// Generations are upgrade-safe: a certificate of generation 0 (issued before generations
+/// existed) has the very bytes it had then, and an `accepted.json` written before them reads
+/// as generation 0, which accepts every certificate.
+#[test]
+fn certificates_and_accepted_state_without_a_generation_are_generation_zero() {
+    let legacy = issue_certificate(
+        &root(),
+        &catalog_key().public_bytes(),
+        NOW,
+        NOW.plus_secs(DAY),
+    );
+    let payload = String::from_utf8(unb64(&legacy.document.payload)).unwrap();
+    assert!(!payload.contains("key_generation"), "{payload}");
+    assert_eq!(
+        legacy,
+        issue_certificate_generation(
+            &root(),
+            &catalog_key().public_bytes(),
+            NOW,
+            NOW.plus_secs(DAY),
+            0
+        )
+    );
+    let old_state: Accepted = serde_json::from_str(r#"{"serial":7,"digest":"sha256:ab"}"#).unwrap();
+    assert_eq!(old_state.key_generation, 0);
+    let mut catalog = small_catalog();
+    catalog.serial = Serial(catalog.serial.0 + 7);
+    let key = SigningKeyPair::from_bytes([0x53; 32]);
+    let bytes = sign_catalog(&catalog, &key, &generation_certificate(&key, 5)).unwrap();
+    let last = Accepted {
+        serial: Serial(7),
+        ..old_state
+    };
+    assert_eq!(
+        verify_catalog(&bytes, &root().key_id(), &node(), Some(&last), NOW)
+            .unwrap()
+            .key_generation,
+        5
+    );
 }
 
 #[test]
@@ -469,6 +587,11 @@ fn refusal_messages_are_lowercase_and_never_quote_the_envelope() {
         Refusal::SerialBelowLast,
         Refusal::SameSerialOtherDigest,
         Refusal::SerialFromFuture,
+        Refusal::CompiledInFuture,
+        Refusal::RetiredCatalogKey {
+            got: 1,
+            accepted: 2,
+        },
         Refusal::ExpiredCatalog,
         Refusal::InvalidCatalog(CatalogError::Cycle(ResourceId::new("package", "a"))),
     ];

@@ -1,9 +1,11 @@
 //! `steward-server keys show|rotate-catalog`: the data directory's keys.
 //!
 //! `rotate-catalog` replaces the online catalog signing key (a suspected leak, or routine
-//! rotation). Agents pin the root key, not the catalog key, so they accept catalogs signed with
-//! the new key at once; the root key is never rotated by a command (see the README's operations
-//! section). The running server keeps signing with the key it loaded until it restarts.
+//! rotation) and certifies it at the next key generation ([`crate::keys`]). Agents pin the root
+//! key, not the catalog key, so they accept catalogs signed with the new key at once; once a
+//! host applied one, it refuses the old key for good (THREATS C7). The root key is never
+//! rotated by a command (see the README's operations section). The running server keeps
+//! signing with the key it loaded until it restarts.
 
 use std::process::ExitCode;
 
@@ -44,6 +46,7 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             let certificate = keys.certificate();
             println!("root key:     {}", keys.root_key_id());
             println!("catalog key:  {}", keys.catalog_key().key_id());
+            println!("generation:   {}", certificate.key_generation);
             println!(
                 "certificate:  issued {}, expires {}",
                 format_time(certificate.issued_at.0),
@@ -51,17 +54,18 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             );
         }
         KeysCommand::RotateCatalog => {
+            let lifetime = args.store.config()?.resolve_certificate_lifetime()?;
             // The database first: no rotation without its audit entry.
-            let (old, new) = runtime()?.block_on(async {
+            let rotation = runtime()?.block_on(async {
                 let db = args.store.open_db().await?;
-                let rotated = match keys::rotate_catalog_key(&data_dir) {
+                let rotated = match keys::rotate_catalog_key(&data_dir, lifetime, service::now()) {
                     Ok(rotated) => rotated,
                     Err(error) => {
                         db.close().await;
                         return Err(error);
                     }
                 };
-                let (old, new) = (&rotated.0, &rotated.1);
+                let (old, new) = (&rotated.old, &rotated.new);
                 let recorded = db::audit::record(
                     &db,
                     &NewAuditEntry {
@@ -69,9 +73,11 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
                         actor: actor(),
                         action: "keys.rotate_catalog".to_owned(),
                         target: None,
-                        detail: Some(
-                            serde_json::json!({ "old": old.as_str(), "new": new.as_str() }),
-                        ),
+                        detail: Some(serde_json::json!({
+                            "old": old.as_str(),
+                            "new": new.as_str(),
+                            "key_generation": rotated.key_generation,
+                        })),
                     },
                 )
                 .await;
@@ -79,10 +85,14 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 recorded?;
                 anyhow::Ok(rotated)
             })?;
-            println!("catalog key {old} replaced by {new}");
+            println!(
+                "catalog key {} replaced by {} (generation {})",
+                rotation.old, rotation.new, rotation.key_generation
+            );
             println!(
                 "restart the server (systemctl restart steward-server) to sign with it; agents \
-                 accept it at once (it is certified by the same root key)"
+                 accept it at once (it is certified by the same root key) and refuse the old key \
+                 once they applied a catalog signed by the new one"
             );
         }
     }

@@ -15,6 +15,7 @@ mod config_cmd;
 mod diff;
 mod keys;
 mod node;
+mod serials;
 mod serve;
 pub mod store;
 mod token;
@@ -42,6 +43,8 @@ pub enum Command {
     Node(node::NodeArgs),
     /// The server's keys: show fingerprints, rotate the catalog signing key.
     Keys(keys::KeysArgs),
+    /// Catalog serials: `rebase` after the server's clock ran ahead (stop the server first).
+    Serials(serials::SerialsArgs),
     /// Write a consistent copy of the database to FILE.
     Backup(backup::BackupArgs),
     /// Validate a site; print every error as FILE:LINE: field: message and exit 1 if any.
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(args) => token::run(args),
         Command::Node(args) => node::run(args),
         Command::Keys(args) => keys::run(args),
+        Command::Serials(args) => serials::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Check(args) => check::run(args),
         Command::Compile(args) => compile::run(args),

@@ -160,6 +160,93 @@ pub async fn insert(db: impl Into<Handle<'_>>, catalog: &CatalogRecord) -> Resul
     tx.commit().await.context("committing catalog")
 }
 
+/// A node whose serial floor [`rebase`] lowered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebased {
+    /// The node.
+    pub node: NodeId,
+    /// Its highest serial before (current or stored).
+    pub from: Serial,
+    /// Its current serial after: the highest record at or below the ceiling, if any.
+    pub to: Option<Serial>,
+    /// How many catalog records above the ceiling were dropped.
+    pub dropped: u64,
+    /// The highest serial above the ceiling the node reported applying, if any: its own
+    /// clock ran ahead too, and it refuses the lower serials until it is reset.
+    pub applied_above: Option<Serial>,
+}
+
+/// Drops every catalog record with a serial above `ceiling` and sets each affected node's
+/// current serial to its highest remaining record (none: no floor), in one transaction; with
+/// `apply` false, reports what it would do and changes nothing. The recovery after the
+/// server's clock ran ahead (`steward-server serials rebase`): serials above `ceiling` (a day
+/// past the right time) were refused by every host whose clock is right, so the floor they
+/// set only strands the fleet. Agents still refuse any serial below the one they applied.
+pub async fn rebase(
+    db: impl Into<Handle<'_>>,
+    ceiling: Serial,
+    apply: bool,
+) -> Result<Vec<Rebased>, DbError> {
+    let ceiling = serial_to_i64(ceiling)?;
+    let mut connection = db.into().connection().await?;
+    let mut tx = begin_immediate(&mut connection).await?;
+    let ahead: Vec<(i64, String, i64, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT n.id, n.name, \
+         max(coalesce(n.catalog_serial, 0), \
+             coalesce((SELECT max(serial) FROM catalogs c WHERE c.node_id = n.id), 0)), \
+         (SELECT count(*) FROM catalogs c WHERE c.node_id = n.id AND c.serial > ?1), \
+         (SELECT max(r.catalog_serial) FROM runs r \
+          WHERE r.node_id = n.id AND r.catalog_serial > ?1) \
+         FROM nodes n WHERE n.catalog_serial > ?1 \
+         OR EXISTS (SELECT 1 FROM catalogs c WHERE c.node_id = n.id AND c.serial > ?1) \
+         ORDER BY n.name",
+    )
+    .bind(ceiling)
+    .fetch_all(&mut *tx)
+    .await
+    .context("reading serials above the ceiling")?;
+    let mut rebased = Vec::with_capacity(ahead.len());
+    for (node_id, name, from, dropped, applied_above) in ahead {
+        sqlx::query("DELETE FROM catalogs WHERE node_id = ?1 AND serial > ?2")
+            .bind(node_id)
+            .bind(ceiling)
+            .execute(&mut *tx)
+            .await
+            .context("dropping catalogs above the ceiling")?;
+        let newest: Option<(i64, String)> = sqlx::query_as(
+            "SELECT serial, digest FROM catalogs WHERE node_id = ?1 ORDER BY serial DESC LIMIT 1",
+        )
+        .bind(node_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .context("reading the newest remaining catalog")?;
+        sqlx::query("UPDATE nodes SET catalog_serial = ?2, catalog_digest = ?3 WHERE id = ?1")
+            .bind(node_id)
+            .bind(newest.as_ref().map(|(serial, _)| *serial))
+            .bind(newest.as_ref().map(|(_, digest)| digest.as_str()))
+            .execute(&mut *tx)
+            .await
+            .context("lowering the node's serial floor")?;
+        rebased.push(Rebased {
+            node: NodeId(name),
+            from: serial_from_i64(from, "catalogs.serial")?,
+            to: newest
+                .map(|(serial, _)| serial_from_i64(serial, "catalogs.serial"))
+                .transpose()?,
+            dropped: u64::try_from(dropped).unwrap_or(0),
+            applied_above: applied_above
+                .map(|serial| serial_from_i64(serial, "runs.catalog_serial"))
+                .transpose()?,
+        });
+    }
+    if apply {
+        tx.commit().await.context("committing the rebase")?;
+    } else {
+        tx.rollback().await.context("rolling back the dry run")?;
+    }
+    Ok(rebased)
+}
+
 /// The node's catalog with this serial.
 pub async fn get(
     db: impl Into<Handle<'_>>,

@@ -22,7 +22,7 @@ use crate::db::codec::{
 use crate::db::error::Context;
 use crate::db::{begin_immediate, nodes, DbError, Handle};
 
-/// Events per multi-row `INSERT` (11 parameters each, well below SQLite's 32766 limit).
+/// Events per multi-row `INSERT` (12 parameters each, well below SQLite's 32766 limit).
 const EVENTS_PER_STATEMENT: usize = 200;
 
 /// What [`insert_report`] did.
@@ -184,6 +184,9 @@ struct RunRow {
     total_would_change: i64,
     total_failed: i64,
     total_skipped: i64,
+    total_kept: i64,
+    total_deferred: i64,
+    total_drift: i64,
     received_at: i64,
 }
 
@@ -210,9 +213,9 @@ impl RunRow {
                 would_change: to_u32(self.total_would_change, "runs.total_would_change")?,
                 failed: to_u32(self.total_failed, "runs.total_failed")?,
                 skipped: to_u32(self.total_skipped, "runs.total_skipped")?,
-                kept: 0,
-                deferred: 0,
-                drift: 0,
+                kept: to_u32(self.total_kept, "runs.total_kept")?,
+                deferred: to_u32(self.total_deferred, "runs.total_deferred")?,
+                drift: to_u32(self.total_drift, "runs.total_drift")?,
             },
             received_at: timestamp(self.received_at),
             cursor: RunCursor {
@@ -231,6 +234,7 @@ struct EventRow {
     diff: Option<String>,
     duration_ms: i64,
     corrective: bool,
+    drift: Option<String>,
 }
 
 impl EventRow {
@@ -242,7 +246,7 @@ impl EventRow {
             diff: self.diff,
             duration_ms: to_u64(self.duration_ms, "resource_events.duration_ms")?,
             corrective: self.corrective,
-            drift: None,
+            drift: self.drift,
         })
     }
 }
@@ -272,13 +276,13 @@ macro_rules! run_columns {
         "r.id, r.uuid, n.name AS node, r.catalog_serial, r.started_at, r.finished_at, \
          r.duration_ms, r.status, r.noop, r.message, r.agent_version, r.total_resources, \
          r.total_unchanged, r.total_changed, r.total_would_change, r.total_failed, \
-         r.total_skipped, r.received_at"
+         r.total_skipped, r.total_kept, r.total_deferred, r.total_drift, r.received_at"
     };
 }
 
 macro_rules! event_columns {
     () => {
-        "e.resource, e.status, e.message, e.diff, e.duration_ms, e.corrective"
+        "e.resource, e.status, e.message, e.diff, e.duration_ms, e.corrective, e.drift"
     };
 }
 
@@ -382,8 +386,10 @@ async fn insert_in_transaction(
     let run_pk: Option<i64> = sqlx::query_scalar(
         "INSERT INTO runs (uuid, node_id, catalog_serial, started_at, finished_at, duration_ms, \
          status, noop, message, agent_version, total_resources, total_unchanged, total_changed, \
-         total_would_change, total_failed, total_skipped, received_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
+         total_would_change, total_failed, total_skipped, total_kept, total_deferred, \
+         total_drift, received_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+         ?19, ?20) \
          ON CONFLICT (uuid) DO NOTHING RETURNING id",
     )
     .bind(report.run_id.0.as_str())
@@ -402,6 +408,9 @@ async fn insert_in_transaction(
     .bind(i64::from(totals.would_change))
     .bind(i64::from(totals.failed))
     .bind(i64::from(totals.skipped))
+    .bind(i64::from(totals.kept))
+    .bind(i64::from(totals.deferred))
+    .bind(i64::from(totals.drift))
     .bind(received_at.0)
     .fetch_optional(&mut *tx)
     .await
@@ -435,7 +444,7 @@ async fn insert_in_transaction(
     for chunk in events.chunks(EVENTS_PER_STATEMENT) {
         let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO resource_events (run_id, seq, node_id, run_started_at, resource, \
-             resource_type, status, message, diff, duration_ms, corrective) ",
+             resource_type, status, message, diff, duration_ms, corrective, drift) ",
         );
         insert.push_values(chunk, |mut row, (seq, event, duration_ms)| {
             row.push_bind(run_pk)
@@ -448,7 +457,8 @@ async fn insert_in_transaction(
                 .push_bind(event.message.as_deref())
                 .push_bind(event.diff.as_deref())
                 .push_bind(*duration_ms)
-                .push_bind(event.corrective);
+                .push_bind(event.corrective)
+                .push_bind(event.drift.as_deref());
         });
         // Only full chunks have a fixed text: a prepared statement per report size would crowd
         // the connection's statement cache with large statements.

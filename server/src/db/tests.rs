@@ -100,6 +100,19 @@ async fn event_queries_use_their_indexes() {
 }
 
 #[tokio::test]
+async fn a_runs_notices_are_read_through_its_events_index() {
+    let (_dir, db) = open().await;
+    let rows: Vec<PlanRow> = sqlx::query_as(&explain(crate::ui::queries::RUN_NOTICES_SQL))
+        .bind("00000000-0000-4000-8000-000000000000")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    let plan = details(rows);
+    assert_indexed(&plan, "sqlite_autoindex_resource_events_1");
+    assert_indexed(&plan, "sqlite_autoindex_runs_1");
+}
+
+#[tokio::test]
 async fn retention_deletes_by_index() {
     let (_dir, db) = open().await;
     for (sql, index) in [

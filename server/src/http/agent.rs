@@ -291,6 +291,7 @@ pub async fn report(
     check_machine_id(&state, &agent, &report.facts).await?;
     let run_id = report.run_id.clone();
     let facts = report.facts.clone();
+    let totals = report.totals;
     let outcome = match state.reports.store(report, service::now()).await {
         Ok(outcome) => outcome,
         Err(ReportError::Db(DbError::RunIdConflict { .. })) => {
@@ -308,6 +309,7 @@ pub async fn report(
     let outcome = match outcome {
         InsertOutcome::Inserted => {
             Metrics::inc(&state.metrics.reports_received);
+            state.metrics.record_report(&totals);
             "stored"
         }
         InsertOutcome::Duplicate => {

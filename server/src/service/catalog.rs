@@ -9,6 +9,17 @@
 //! floor and what this process issued (THREATS R7: a database restored from an old backup still
 //! issues serials above anything an agent accepted).
 //!
+//! A serial is never issued more than [`MAX_SERIAL_LEAD_MS`] (a day) ahead of this server's
+//! clock ([`next_serial`]): agents refuse such serials as a fast-forward (THREATS C6), so a
+//! floor that far ahead means the clock ran ahead when it was issued and was corrected since.
+//! Issuing `last + 1` would strand every host until the clock caught up; instead the compile
+//! fails for the node (its last good catalog is served, the failure is shown on the node) with
+//! a message naming the recovery: stop the server and run `steward-server serials rebase`,
+//! which drops the records of serials no host with a right clock can have accepted
+//! ([`crate::db::catalogs::rebase`]). Issuing far ahead of a right clock in the first place is
+//! bounded by the request check: a catalog is compiled for a signed agent request whose
+//! timestamp is within `requests.max_clock_skew` (at most an hour) of this server's clock.
+//!
 //! The serial moves **only when the content changes**. The content identity is an HMAC, keyed
 //! with `content.key`, over the canonical bytes of the redacted catalog (serial, times and
 //! provenance cleared) followed by every secret value in resource order: a changed Vault value
@@ -68,6 +79,7 @@ use steward_catalogs::loader::{read_site_files, LoadError};
 use steward_catalogs::model::HostClass;
 use steward_catalogs::site::{parse_site, site_hash};
 use steward_catalogs::{State, VaultData};
+use steward_protocol::envelope::MAX_SERIAL_LEAD_MS;
 use steward_protocol::seal::seal_catalog_secrets_deterministic;
 use steward_protocol::{
     canonical_bytes, catalog_digest, sign_catalog, Catalog, FileContent, NodeId, Provenance,
@@ -146,6 +158,37 @@ pub enum CatalogError {
     /// A blocking task panicked or was cancelled.
     #[error("a compile task did not finish")]
     Task,
+    /// The node's serial floor is more than a day ahead of this server's clock.
+    #[error(transparent)]
+    SerialAhead(#[from] SerialAhead),
+}
+
+/// The next serial would be more than [`MAX_SERIAL_LEAD_MS`] ahead of this server's clock:
+/// every agent would refuse it as a fast-forward.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the catalog serial floor {floor} is {hours} hours ahead of this server's clock (the clock \
+     ran ahead when it was issued): hosts would refuse every new serial as a fast-forward; stop \
+     the server and run `steward-server serials rebase` (deploy/README.md, clock recovery)"
+)]
+pub struct SerialAhead {
+    /// The highest serial issued for the node.
+    pub floor: u64,
+    /// How far ahead of the clock it is, in whole hours.
+    pub hours: u64,
+}
+
+/// The serial after `last` (the node's floor, 0 if none) at `now_ms`: `max(last + 1, now_ms)`
+/// (THREATS R7), unless that is more than [`MAX_SERIAL_LEAD_MS`] ahead of `now_ms`.
+pub fn next_serial(last: u64, now_ms: u64) -> Result<Serial, SerialAhead> {
+    let serial = last.saturating_add(1).max(now_ms);
+    if serial - now_ms > MAX_SERIAL_LEAD_MS {
+        return Err(SerialAhead {
+            floor: last,
+            hours: (last - now_ms) / 3_600_000,
+        });
+    }
+    Ok(Serial(serial))
 }
 
 /// The node-facing inputs of one request.
@@ -648,7 +691,7 @@ impl CatalogService {
                 }
             }
         }
-        let (issued, envelope) = self
+        let issued = self
             .issue(
                 &slot,
                 request,
@@ -658,7 +701,17 @@ impl CatalogService {
                 &certificate,
                 &site_hash,
             )
-            .await?;
+            .await;
+        let (issued, envelope) = match issued {
+            Err(CatalogError::SerialAhead(ahead)) => {
+                tracing::error!(node = %request.node, error = %ahead, "refusing to issue a serial hosts would refuse");
+                let message = ahead.to_string();
+                return self
+                    .fail(&mut slot, request, &message, Some(&site_hash), now)
+                    .await;
+            }
+            other => other?,
+        };
         self.envelopes
             .insert(&request.node, &issued.digest, envelope.clone());
         slot.current = Some(Arc::clone(&issued));
@@ -719,7 +772,7 @@ impl CatalogService {
         let last = stored
             .max(slot.current.as_ref().map(|issued| issued.serial))
             .map_or(0, |serial| serial.0);
-        let serial = Serial(last.saturating_add(1).max(super::now_ms()));
+        let serial = next_serial(last, super::now_ms())?;
         let mut catalog = compiled.catalog;
         catalog.serial = serial;
         let redacted_json =
@@ -1023,4 +1076,35 @@ fn vault_bytes(vault: &VaultData) -> Zeroizing<Vec<u8>> {
         }
     }
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW_MS: u64 = 1_767_225_600_000;
+
+    /// THREATS R7 and C6: serials follow the clock and never go down, but the server never
+    /// issues one that agents would refuse as a fast-forward.
+    #[test]
+    fn next_serial_follows_the_clock_and_refuses_a_floor_far_ahead_of_it() {
+        assert_eq!(next_serial(0, NOW_MS), Ok(Serial(NOW_MS)));
+        assert_eq!(next_serial(NOW_MS - 5, NOW_MS), Ok(Serial(NOW_MS)));
+        // A floor a little ahead (a restored database, a clock a little slow): last + 1.
+        assert_eq!(next_serial(NOW_MS + 5, NOW_MS), Ok(Serial(NOW_MS + 6)));
+        let edge = NOW_MS + MAX_SERIAL_LEAD_MS - 1;
+        assert_eq!(next_serial(edge, NOW_MS), Ok(Serial(edge + 1)));
+        // Issued while the clock ran 30 days ahead, then the clock was corrected.
+        let ahead = NOW_MS + 30 * 86_400_000;
+        let refused = next_serial(ahead, NOW_MS).unwrap_err();
+        assert_eq!(refused.hours, 720);
+        assert!(
+            refused
+                .to_string()
+                .contains("steward-server serials rebase"),
+            "{refused}"
+        );
+        assert!(next_serial(u64::MAX, NOW_MS).is_err());
+        assert!(next_serial(NOW_MS + MAX_SERIAL_LEAD_MS, NOW_MS).is_err());
+    }
 }

@@ -368,6 +368,55 @@ impl Badge {
     }
 }
 
+/// The notice badges (kept, deferred, drift), each with the one sentence the pages show to
+/// explain it. None of them is a failure: they never count as one, on any page.
+pub const NOTICE_LEGEND: [(&str, &str, &str); 3] = [
+    (
+        "kept",
+        "info",
+        "left as found on purpose: it existed before Steward managed it and differs only in \
+         what the site does not enforce (add the attribute to the resource's enforce: to take \
+         it over).",
+    ),
+    (
+        "deferred",
+        "warn",
+        "a due change waiting for a condition, such as a restart waiting for its user to go \
+         idle; the agent retries it at every run and forces it after max_defer if one is set.",
+    ),
+    (
+        "drift",
+        "warn",
+        "a divergence Steward reports but does not repair by itself, such as privileged groups \
+         beyond the person's tier (list them in revoke_groups to remove them).",
+    ),
+];
+
+/// The legend of the notice badges, for templates.
+#[derive(Debug, Clone)]
+pub struct LegendItem {
+    /// The badge.
+    pub badge: Badge,
+    /// What it means.
+    pub text: &'static str,
+}
+
+/// [`NOTICE_LEGEND`] as badges.
+pub fn notice_legend() -> Vec<LegendItem> {
+    NOTICE_LEGEND
+        .into_iter()
+        .map(|(label, class, text)| LegendItem {
+            badge: Badge::new(label, class),
+            text,
+        })
+        .collect()
+}
+
+/// The drift badge.
+pub fn drift_badge() -> Badge {
+    Badge::new("drift", "warn")
+}
+
 /// `value` for a URL query component (RFC 3986 unreserved characters kept).
 pub fn query_escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());

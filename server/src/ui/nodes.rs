@@ -1,5 +1,7 @@
-//! Nodes: the list (filter by status and name, sort), the node page (facts, keys, catalogs and
-//! the diff between two serials, recent runs with a timeline chart, flapping resources), and
+//! Nodes: the list (filter by status and name, sort, the last run's notice count), the node
+//! page (the last run's notices: deferred changes, drift and kept resources; facts, keys,
+//! catalogs and the diff between two serials, recent runs with a timeline chart, flapping
+//! resources), and
 //! the node actions (approve, revoke, run now), which are `POST`s through
 //! [`crate::service::admin`] and so land in the audit log.
 
@@ -25,8 +27,8 @@ use crate::ui::form::Form;
 use crate::ui::queries::{self, FleetNode};
 use crate::ui::text::{clean, clean_short};
 use crate::ui::{
-    ago, format_duration_ms, format_time, format_time_full, query_escape, render, see_other, Badge,
-    Layout, UiError,
+    ago, format_duration_ms, format_time, format_time_full, notice_legend, query_escape, render,
+    see_other, Badge, Layout, LegendItem, UiError,
 };
 
 /// What a node looks like from the fleet views: one word, one colour.
@@ -164,6 +166,8 @@ pub struct NodeRow {
     pub serial: String,
     /// A note (compile failure, waiting key).
     pub note: String,
+    /// Kept, deferred and drift notices of the last run, counted (never a failure).
+    pub notices: Option<Badge>,
     health_order: Health,
     last_report_at: i64,
 }
@@ -215,9 +219,23 @@ fn node_row(node: &FleetNode, now: Timestamp, threshold: i64) -> NodeRow {
             .catalog_serial
             .map_or_else(|| "—".to_owned(), |serial| serial.0.to_string()),
         note,
+        notices: node
+            .last_run
+            .as_ref()
+            .map(|run| run.notices())
+            .filter(|count| *count > 0)
+            .map(notice_count_badge),
         health_order: health,
         last_report_at,
     }
+}
+
+/// "3 notices": the badge of a count of kept, deferred and drift notices.
+pub fn notice_count_badge(count: u32) -> Badge {
+    Badge::new(
+        format!("{count} notice{}", if count == 1 { "" } else { "s" }),
+        "info",
+    )
 }
 
 /// `GET /ui/nodes` query.
@@ -407,6 +425,67 @@ pub struct FactRow {
     pub value: String,
 }
 
+/// A notice on the node page: the resource and what the agent said.
+#[derive(Debug, Clone)]
+pub struct NoticeRow {
+    /// Resource id (cleaned).
+    pub resource: String,
+    /// The agent's message or drift text (cleaned).
+    pub text: String,
+}
+
+/// The node page's "Notices" panel, from the node's last run: nothing failed, but someone
+/// should know.
+#[derive(Debug, Clone)]
+pub struct NoticesPanel {
+    /// The run they come from.
+    pub run_href: String,
+    /// When it started.
+    pub when: String,
+    /// Deferred changes, with who is active and since when (the agent's message).
+    pub deferred: Vec<NoticeRow>,
+    /// Drift notices.
+    pub drift: Vec<NoticeRow>,
+    /// Resources kept as found, with the reason.
+    pub kept: Vec<NoticeRow>,
+    /// What each badge means.
+    pub legend: Vec<LegendItem>,
+}
+
+impl NoticesPanel {
+    /// Groups a run's notices by kind; `None` when there is none.
+    pub fn of(notices: Vec<queries::Notice>, run_href: String, when: String) -> Option<Self> {
+        let mut panel = NoticesPanel {
+            run_href,
+            when,
+            deferred: Vec::new(),
+            drift: Vec::new(),
+            kept: Vec::new(),
+            legend: notice_legend(),
+        };
+        for notice in notices {
+            let resource = clean(&notice.resource);
+            if let Some(drift) = &notice.drift {
+                panel.drift.push(NoticeRow {
+                    resource: resource.clone(),
+                    text: clean(drift),
+                });
+            }
+            let list = match notice.status.as_str() {
+                "deferred" => &mut panel.deferred,
+                "kept" => &mut panel.kept,
+                _ => continue,
+            };
+            list.push(NoticeRow {
+                resource,
+                text: notice.message.as_deref().map(clean).unwrap_or_default(),
+            });
+        }
+        let empty = panel.deferred.is_empty() && panel.drift.is_empty() && panel.kept.is_empty();
+        (!empty).then_some(panel)
+    }
+}
+
 /// The node page.
 #[derive(Debug, Template)]
 #[template(path = "ui/node.html")]
@@ -437,6 +516,7 @@ pub struct NodePage {
     runs_href: String,
     timeline: BarChart,
     flapping: Vec<String>,
+    notices: Option<NoticesPanel>,
 }
 
 /// `GET /ui/nodes/{name}` query: the two serials to compare.
@@ -582,6 +662,21 @@ pub async fn detail(
     .into_iter()
     .map(|f| f.resource)
     .collect();
+    let notices = match fleet_node.as_ref().and_then(|n| n.last_run.as_ref()) {
+        Some(run) if run.notices() > 0 => {
+            let started = page
+                .runs
+                .iter()
+                .find(|r| r.run_id == run.run_id)
+                .map_or_else(String::new, |r| ago(r.started_at, now));
+            NoticesPanel::of(
+                queries::run_notices(&state.db, &run.run_id).await?,
+                format!("/ui/runs/{}", run.run_id),
+                started,
+            )
+        }
+        _ => None,
+    };
     let approved = node.status == EnrollmentStatus::Approved;
     Ok(render(&NodePage {
         layout: Layout::new(&user, "nodes", format!("Node {}", name.0))
@@ -613,6 +708,7 @@ pub async fn detail(
         runs_href: format!("/ui/runs?node={}", query_escape(&name.0)),
         timeline,
         flapping,
+        notices,
         name: name.0,
     }))
 }
@@ -627,6 +723,16 @@ pub fn seg_class(badge_class: &str) -> &'static str {
         "info" => "seg-info",
         _ => "seg-muted",
     }
+}
+
+/// `1 kept, 2 deferred, 1 drift`, or `None` when there is no notice.
+pub fn notice_summary(kept: u32, deferred: u32, drift: u32) -> Option<String> {
+    let parts: Vec<String> = [(kept, "kept"), (deferred, "deferred"), (drift, "drift")]
+        .into_iter()
+        .filter(|(count, _)| *count > 0)
+        .map(|(count, label)| format!("{count} {label}"))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 /// A run as a list row.
@@ -649,6 +755,10 @@ pub fn run_row(run: &db::runs::Run, now: Timestamp) -> RunRow {
         format!("{} in sync", totals.resources)
     } else {
         format!("{} of {}", parts.join(", "), totals.resources)
+    };
+    let summary = match notice_summary(totals.kept, totals.deferred, totals.drift) {
+        Some(notices) => format!("{summary} · {notices}"),
+        None => summary,
     };
     RunRow {
         href: format!("/ui/runs/{}", run.run_id),

@@ -35,6 +35,19 @@ pub struct LastRun {
     pub changed: u32,
     /// Resources.
     pub resources: u32,
+    /// Resources left as found on purpose (a notice, not a failure).
+    pub kept: u32,
+    /// Changes waiting for a condition (a notice, not a failure).
+    pub deferred: u32,
+    /// Events carrying a drift notice.
+    pub drift: u32,
+}
+
+impl LastRun {
+    /// Kept, deferred and drift notices together.
+    pub fn notices(&self) -> u32 {
+        self.kept + self.deferred + self.drift
+    }
 }
 
 /// A node with what the fleet views show about it.
@@ -62,6 +75,7 @@ pub async fn fleet(db: &Db, only: Option<&str>) -> Result<Vec<FleetNode>, DbErro
         "SELECT n.name, n.status, n.class, n.catalog_serial, \
                 r.uuid, r.status AS run_status, r.received_at, \
                 r.total_failed, r.total_changed, r.total_resources, \
+                r.total_kept, r.total_deferred, r.total_drift, \
                 cf.message AS failure_message, \
                 EXISTS (SELECT 1 FROM pending_keys pk WHERE pk.node_id = n.id) AS pending_key \
          FROM nodes n \
@@ -87,6 +101,9 @@ pub async fn fleet(db: &Db, only: Option<&str>) -> Result<Vec<FleetNode>, DbErro
                 failed: u32::try_from(row.get::<i64, _>("total_failed")).unwrap_or(0),
                 changed: u32::try_from(row.get::<i64, _>("total_changed")).unwrap_or(0),
                 resources: u32::try_from(row.get::<i64, _>("total_resources")).unwrap_or(0),
+                kept: u32::try_from(row.get::<i64, _>("total_kept")).unwrap_or(0),
+                deferred: u32::try_from(row.get::<i64, _>("total_deferred")).unwrap_or(0),
+                drift: u32::try_from(row.get::<i64, _>("total_drift")).unwrap_or(0),
             });
             FleetNode {
                 name: row.get("name"),
@@ -399,8 +416,11 @@ pub async fn recent_failed_runs(
         .collect())
 }
 
+/// An event as the person pages read it: resource id, status, message and drift notice.
+pub type PersonEvent = (String, String, Option<String>, Option<String>);
+
 /// The last real (not noop) run of an approved node and those of its events whose resource id
-/// contains one of the needles: (resource, status, message) in apply order.
+/// contains one of the needles, in apply order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LastRunEvents {
     /// Node.
@@ -410,7 +430,7 @@ pub struct LastRunEvents {
     /// Its start.
     pub started_at: Timestamp,
     /// The matching events.
-    pub events: Vec<(String, String, Option<String>)>,
+    pub events: Vec<PersonEvent>,
 }
 
 /// The events of every approved node's last real (not noop) run whose resource id contains
@@ -429,7 +449,7 @@ pub async fn last_run_events_mentioning(
     }
     let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
         "SELECT n.name, r.uuid, r.started_at, \
-                json_group_array(json_array(e.resource, e.status, e.message) \
+                json_group_array(json_array(e.resource, e.status, e.message, e.drift) \
                                  ORDER BY e.seq) AS events \
          FROM nodes n \
          CROSS JOIN runs r ON r.id = (SELECT r2.id FROM runs r2 WHERE r2.node_id = n.id \
@@ -464,4 +484,43 @@ pub async fn last_run_events_mentioning(
             })
         })
         .collect()
+}
+
+/// A notice of a run: an event that is `kept` or `deferred`, or carries a drift notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// Resource id.
+    pub resource: String,
+    /// Its status (`kept`, `deferred`, or any other when only drift is noted).
+    pub status: String,
+    /// The agent's message.
+    pub message: Option<String>,
+    /// The drift notice.
+    pub drift: Option<String>,
+}
+
+/// `SELECT` of a run's notices (run id `?1`): its events by `UNIQUE (run_id, seq)`.
+pub(crate) const RUN_NOTICES_SQL: &str = "SELECT e.resource, e.status, e.message, e.drift \
+     FROM resource_events e \
+     WHERE e.run_id = (SELECT id FROM runs WHERE uuid = ?1) \
+       AND (e.status IN ('kept', 'deferred') OR e.drift IS NOT NULL) \
+     ORDER BY e.seq";
+
+/// The notices of one run, in apply order. The run's events are read through
+/// `UNIQUE (run_id, seq)`; callers skip the query when the run's totals count no notice.
+pub async fn run_notices(db: &Db, run_id: &RunId) -> Result<Vec<Notice>, DbError> {
+    let rows = sqlx::query(RUN_NOTICES_SQL)
+        .bind(run_id.0.as_str())
+        .fetch_all(db.pool())
+        .await
+        .context("reading a run's notices")?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Notice {
+            resource: row.get("resource"),
+            status: row.get("status"),
+            message: row.get("message"),
+            drift: row.get("drift"),
+        })
+        .collect())
 }

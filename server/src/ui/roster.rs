@@ -5,6 +5,10 @@
 //! mid-edit; a broken site shows its error instead). A resource is a person's when it is their
 //! account (`user:<name>`), lies in their home, or names them as a word of its id
 //! (`service:app@emo`, `/etc/sudoers.d/emo`).
+//!
+//! Deferred changes and drift of a person's resources are listed at the top of their page, so
+//! that a demotion that kept `sudo` or a restart waiting for them is visible to them and to
+//! admins; `kept` and `deferred` never count as failing.
 
 use std::collections::BTreeMap;
 
@@ -17,9 +21,9 @@ use steward_protocol::{RunId, Timestamp};
 use crate::service;
 use crate::state::AppState;
 use crate::ui::auth::UiUser;
-use crate::ui::queries;
+use crate::ui::queries::{self, PersonEvent};
 use crate::ui::text::{clean, clean_short};
-use crate::ui::{ago, render, Badge, Layout, UiError};
+use crate::ui::{ago, drift_badge, notice_legend, render, Badge, Layout, LegendItem, UiError};
 
 /// One roster person with their results per host.
 #[derive(Debug, Clone)]
@@ -56,6 +60,23 @@ pub struct ResourceRow {
     pub badge: Badge,
     /// Message.
     pub message: String,
+    /// Drift notice, empty when none.
+    pub drift: String,
+    /// The drift badge, shown with `drift`.
+    pub drift_badge: Badge,
+}
+
+/// A drift or deferred item that concerns the person, for the top of their page.
+#[derive(Debug, Clone)]
+pub struct PersonNotice {
+    /// Host.
+    pub host: String,
+    /// Resource id.
+    pub resource: String,
+    /// `deferred` or `drift`.
+    pub badge: Badge,
+    /// The agent's message or the drift text.
+    pub text: String,
 }
 
 /// A host's part of a person's page.
@@ -90,6 +111,10 @@ pub struct PersonView {
     pub namespaces: String,
     /// Hosts.
     pub hosts: Vec<HostSection>,
+    /// Deferred changes and drift of the person's resources, on every host.
+    pub notices: Vec<PersonNotice>,
+    /// What the notice badges mean (when there are notices).
+    pub legend: Vec<LegendItem>,
 }
 
 /// The person page.
@@ -101,7 +126,7 @@ pub struct PersonPage {
 }
 
 /// The last real run's events of every approved node: node → (run, start, events).
-type LastEvents = BTreeMap<String, (RunId, Timestamp, Vec<(String, String, Option<String>)>)>;
+type LastEvents = BTreeMap<String, (RunId, Timestamp, Vec<PersonEvent>)>;
 
 async fn last_events(state: &AppState, people: &[&RosterUser]) -> Result<LastEvents, UiError> {
     let needles: Vec<&str> = people.iter().map(|person| person.name.as_str()).collect();
@@ -155,6 +180,8 @@ fn status_badge(status: &str) -> Badge {
         "skipped" => Badge::new("skipped", "warn"),
         "changed" => Badge::new("changed", "changed"),
         "would_change" => Badge::new("would change", "info"),
+        "kept" => Badge::new("kept", "info"),
+        "deferred" => Badge::new("deferred", "warn"),
         _ => Badge::new("in place", "ok"),
     }
 }
@@ -215,8 +242,8 @@ pub async fn page(State(state): State<AppState>, user: UiUser) -> Result<Respons
                 .filter_map(|(host, (_, _, list))| {
                     let statuses: Vec<&str> = list
                         .iter()
-                        .filter(|(resource, _, _)| owner.owns(resource))
-                        .map(|(_, status, _)| status.as_str())
+                        .filter(|(resource, _, _, _)| owner.owns(resource))
+                        .map(|(_, status, _, _)| status.as_str())
                         .collect();
                     (!statuses.is_empty()).then(|| {
                         (
@@ -253,19 +280,51 @@ pub async fn person_view(
     let now = service::now();
     let owner = Owner::of(person);
     let events = last_events(state, &[person]).await?;
+    let mut notices = Vec::new();
+    for (host, (_, _, list)) in &events {
+        for (resource, status, message, drift) in list {
+            if !owner.owns(resource) {
+                continue;
+            }
+            if status == "deferred" {
+                notices.push(PersonNotice {
+                    host: host.clone(),
+                    resource: clean(resource),
+                    badge: status_badge(status),
+                    text: message
+                        .as_deref()
+                        .map(|m| clean_short(m, 300))
+                        .unwrap_or_default(),
+                });
+            }
+            if let Some(drift) = drift {
+                notices.push(PersonNotice {
+                    host: host.clone(),
+                    resource: clean(resource),
+                    badge: drift_badge(),
+                    text: clean_short(drift, 300),
+                });
+            }
+        }
+    }
     let hosts = events
         .iter()
         .filter_map(|(host, (run_id, started, list))| {
             let resources: Vec<ResourceRow> = list
                 .iter()
-                .filter(|(resource, _, _)| owner.owns(resource))
-                .map(|(resource, status, message)| ResourceRow {
+                .filter(|(resource, _, _, _)| owner.owns(resource))
+                .map(|(resource, status, message, drift)| ResourceRow {
                     resource: clean(resource),
                     badge: status_badge(status),
                     message: message
                         .as_deref()
                         .map(|m| clean_short(m, 300))
                         .unwrap_or_default(),
+                    drift: drift
+                        .as_deref()
+                        .map(|d| clean_short(d, 300))
+                        .unwrap_or_default(),
+                    drift_badge: drift_badge(),
                 })
                 .collect();
             if resources.is_empty() {
@@ -273,8 +332,8 @@ pub async fn person_view(
             }
             let statuses: Vec<&str> = list
                 .iter()
-                .filter(|(resource, _, _)| owner.owns(resource))
-                .map(|(_, status, _)| status.as_str())
+                .filter(|(resource, _, _, _)| owner.owns(resource))
+                .map(|(_, status, _, _)| status.as_str())
                 .collect();
             Some(HostSection {
                 host: host.clone(),
@@ -293,6 +352,12 @@ pub async fn person_view(
         state: state_badge(person),
         namespaces: person.namespaces.join(", "),
         hosts,
+        legend: if notices.is_empty() {
+            Vec::new()
+        } else {
+            notice_legend()
+        },
+        notices,
     })
 }
 

@@ -1,6 +1,8 @@
 //! Runs: the list (filter by node, outcome and day range; keyset pages through
 //! [`crate::db::runs::list`]) and the run detail (totals, every resource event with its status,
-//! message and diff, corrective or intentional).
+//! message and diff, corrective or intentional). `kept` and `deferred` events, and events that
+//! carry a drift notice, are shown apart as notices, each badge explained: never with the
+//! failures.
 //!
 //! Event messages and diffs are what the agent reported: the agent never puts sensitive
 //! content in a diff (it reports "content changed" for sealed files) and the server stores the
@@ -21,8 +23,8 @@ use crate::ui::auth::UiUser;
 use crate::ui::nodes::{run_row, Choice, RunRow};
 use crate::ui::text::{clean, clean_short};
 use crate::ui::{
-    ago, format_duration_ms, format_time, format_time_full, parse_run_status, query_escape, render,
-    Badge, Layout, UiError,
+    ago, drift_badge, format_duration_ms, format_time, format_time_full, notice_legend,
+    parse_run_status, query_escape, render, Badge, Layout, LegendItem, UiError,
 };
 
 /// Runs per page.
@@ -260,6 +262,10 @@ pub struct EventRow {
     pub message: String,
     /// Diff lines (cleaned), each with its class (`add`, `del`, `hunk`, ``).
     pub diff: Vec<(&'static str, String)>,
+    /// Drift notice (cleaned), empty when none.
+    pub drift: String,
+    /// The drift badge, shown with `drift`.
+    pub drift_badge: Badge,
     /// Duration.
     pub duration: String,
     /// Row class for emphasis.
@@ -286,6 +292,8 @@ pub struct RunPage {
     message: String,
     totals: Vec<(&'static str, u32, &'static str)>,
     problems: Vec<EventRow>,
+    notices: Vec<EventRow>,
+    legend: Vec<LegendItem>,
     changes: Vec<EventRow>,
     others: Vec<EventRow>,
 }
@@ -306,6 +314,7 @@ pub async fn detail(
     let now = service::now();
     let run = found.run;
     let mut problems = Vec::new();
+    let mut notices = Vec::new();
     let mut changes = Vec::new();
     let mut others = Vec::new();
     for event in found.events {
@@ -323,22 +332,29 @@ pub async fn detail(
             kind,
             message: event.message.as_deref().map(clean).unwrap_or_default(),
             diff: event.diff.as_deref().map(diff_lines).unwrap_or_default(),
+            drift: event.drift.as_deref().map(clean).unwrap_or_default(),
+            drift_badge: drift_badge(),
             duration: format_duration_ms(event.duration_ms),
             row_class: match event.status {
                 ResourceStatus::Failed => "row-failed",
                 ResourceStatus::Skipped => "row-warn",
+                ResourceStatus::Kept | ResourceStatus::Deferred => "row-notice",
+                _ if event.drift.is_some() => "row-notice",
                 _ => "",
             },
         };
+        // Kept, deferred and drift are notices: never with the problems. A change that also
+        // noted drift stays a change (its drift is shown on its row).
         match event.status {
             ResourceStatus::Failed | ResourceStatus::Skipped => problems.push(row),
             ResourceStatus::Changed | ResourceStatus::WouldChange => changes.push(row),
-            ResourceStatus::Kept | ResourceStatus::Deferred => changes.push(row),
+            ResourceStatus::Kept | ResourceStatus::Deferred => notices.push(row),
+            ResourceStatus::Unchanged if event.drift.is_some() => notices.push(row),
             ResourceStatus::Unchanged => others.push(row),
         }
     }
     let t = &run.totals;
-    let totals = vec![
+    let mut totals = vec![
         ("resources", t.resources, "muted"),
         ("changed", t.changed, "changed"),
         ("would change", t.would_change, "info"),
@@ -346,6 +362,16 @@ pub async fn detail(
         ("skipped", t.skipped, "warn"),
         ("unchanged", t.unchanged, "ok"),
     ];
+    // The notices only when there are some: most runs have none.
+    totals.extend(
+        [
+            ("kept", t.kept, "info"),
+            ("deferred", t.deferred, "warn"),
+            ("drift", t.drift, "warn"),
+        ]
+        .into_iter()
+        .filter(|(_, count, _)| *count > 0),
+    );
     Ok(render(&RunPage {
         layout: Layout::new(&user, "runs", format!("Run on {}", run.node.0)),
         run_id: run.run_id.0.clone(),
@@ -365,6 +391,12 @@ pub async fn detail(
         message: run.message.as_deref().map(clean).unwrap_or_default(),
         totals,
         problems,
+        legend: if notices.is_empty() {
+            Vec::new()
+        } else {
+            notice_legend()
+        },
+        notices,
         changes,
         others,
     }))
