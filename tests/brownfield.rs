@@ -597,10 +597,11 @@ fn a_lived_in_devvm_is_adopted_without_breaking_anyone() {
         "/ui/runs/{}",
         first.report["run_id"].as_str().unwrap_or_default()
     ));
+    let notices = section(&run_page, "id=\"notices\"", "</section>");
     check!(
         b,
-        run_page.contains("kept") && run_page.contains("git_clone:/home/emo/code"),
-        "step 1: the run's page shows the kept git_clone:/home/emo/code"
+        notices.contains("kept") && notices.contains("git_clone:/home/emo/code"),
+        "step 1: the run page's notices show the kept git_clone:/home/emo/code"
     );
     let user = first.event("step 1", "user:emo");
     check!(
@@ -745,10 +746,12 @@ fn idle_gated_restart(b: &Brownfield) {
         anca_id,
         "step 3a: idle ancamilea's t3-serve@ restarts at once"
     );
+    let node_page = b.page("/ui/nodes/devvm");
     check!(
         b,
-        b.page("/ui/nodes/devvm").contains("deferred"),
-        "step 3a: the node page shows the deferred restart"
+        section(&node_page, "id=\"notices-deferred\"", "</table>")
+            .contains("service:t3-serve@emo.service"),
+        "step 3a: the node page lists emo's restart among the deferred notices"
     );
 
     let run = b.run("step 3b (emo still in a session)");
@@ -968,12 +971,16 @@ fn demotion(b: &Brownfield) {
         "step 7a: the totals count the drift: {:#}",
         run.report["totals"]
     );
-    for page in ["/ui/nodes/devvm", "/ui/roster/mira"] {
+    for (page, id, end) in [
+        ("/ui/nodes/devvm", "id=\"notices-drift\"", "</table>"),
+        ("/ui/roster/mira", "id=\"person-notices\"", "</section>"),
+    ] {
         let text = b.page(page);
+        let notices = section(&text, id, end);
         check!(
             b,
-            text.contains("drift") && text.contains("sudo"),
-            "step 7a: {page} shows mira's drift (sudo, docker beyond her tier)"
+            notices.contains("user:mira") && notices.contains("sudo"),
+            "step 7a: {page} shows mira's drift (sudo, docker beyond her tier) in its notices"
         );
     }
     let groups = b.groups("mira");
@@ -1063,4 +1070,14 @@ fn purge_with_a_live_process(b: &Brownfield) {
         "step 5b: a second run wrote another archive"
     );
     b.done("step 5 (purge ended mira's process, archived once)", start);
+}
+
+/// The part of `html` from the element marked `start` (an attribute such as `id="notices"`)
+/// to the first `end` after it; empty when the element is not there, so a check on it fails.
+fn section<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
+    let Some(from) = html.find(start) else {
+        return "";
+    };
+    let rest = &html[from..];
+    &rest[..rest.find(end).unwrap_or(rest.len())]
 }

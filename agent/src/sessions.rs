@@ -12,7 +12,8 @@
 //!   `tmux: server` or `SCREEN` process does not count.
 //!
 //! Processes are read from this agent's `/proc` and only those whose root directory is the
-//! managed root (same device and inode) are considered, so with `--root` a process of this
+//! managed root (same device and inode) are considered (and signalled through a pidfd, checked
+//! again once opened, so a reused pid is never hit), so with `--root` a process of this
 //! machine that happens to have the same uid is never counted, nor ever signalled.
 
 use std::fs;
@@ -265,11 +266,29 @@ pub fn terminate_user(
     processes(host, uid)
 }
 
+/// Signals every process of `uid` on the root through a pidfd, checked again after it is
+/// opened: a pid that was reused meanwhile by another user's process (or one outside the
+/// root) is never signalled, because the pidfd pins the process that was checked.
 fn signal_all(host: &Host, uid: u32, signal: rustix::process::Signal) -> std::io::Result<()> {
+    let root = fs::metadata(host.root())?;
     for p in processes(host, uid)? {
-        if let Some(pid) = rustix::process::Pid::from_raw(p.pid) {
-            // Gone meanwhile is fine.
-            let _ = rustix::process::kill_process(pid, signal);
+        let Some(pid) = rustix::process::Pid::from_raw(p.pid) else {
+            continue;
+        };
+        // Gone meanwhile is fine.
+        let Ok(pidfd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        else {
+            continue;
+        };
+        let dir = std::path::Path::new("/proc").join(p.pid.to_string());
+        let still_theirs = fs::read_to_string(dir.join("status"))
+            .ok()
+            .and_then(|status| real_uid(&status))
+            == Some(uid)
+            && fs::metadata(dir.join("root"))
+                .is_ok_and(|r| (r.dev(), r.ino()) == (root.dev(), root.ino()));
+        if still_theirs {
+            let _ = rustix::process::pidfd_send_signal(&pidfd, signal);
         }
     }
     Ok(())

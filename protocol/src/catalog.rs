@@ -117,7 +117,7 @@ pub enum CatalogError {
     #[error("resource `{}`: sensitive content is not sealed", shown(.0))]
     UnsealedSecret(ResourceId),
     /// A field breaks one of the [`crate::rules`] (unit names, git names, modes).
-    #[error("{id}: {field}: {message}")]
+    #[error("resource `{}`: {field}: {message}", shown(id))]
     Rule {
         /// The resource.
         id: ResourceId,
@@ -127,7 +127,11 @@ pub enum CatalogError {
         message: String,
     },
     /// Two resources manage the same path (a file and a directory, say): every run would fail.
-    #[error("{second} manages the path {path} that {first} manages too")]
+    #[error(
+        "resource `{}`: manages the path {path:?} that `{}` manages too",
+        shown(second),
+        shown(first)
+    )]
     PathCollision {
         /// The first resource on the path.
         first: ResourceId,
@@ -470,7 +474,7 @@ mod tests {
         let err = catalog(vec![file(0o644), dir]).validate().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "directory:/etc/x manages the path /etc/x that file:/etc/x manages too"
+            "resource `directory:/etc/x`: manages the path \"/etc/x\" that `file:/etc/x` manages too"
         );
     }
 

@@ -388,6 +388,19 @@ struct GateCounts {
     per_address: HashMap<IpAddr, usize>,
 }
 
+/// The address a peer is counted under for `max_connections_per_address`: an IPv4 address
+/// itself, an IPv6 address by its /64, since one host or home gets a whole /64 and could
+/// otherwise open the total cap's worth of connections from as many addresses.
+fn counted_as(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+    }
+}
+
 /// Why a connection was closed at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum GateRefusal {
@@ -423,7 +436,7 @@ impl ConnectionGate {
         if open.total >= self.settings.max_connections {
             return Err(GateRefusal::Total);
         }
-        if let Some(ip) = address {
+        if let Some(ip) = address.map(counted_as) {
             let count = open.per_address.entry(ip).or_default();
             if *count >= self.settings.max_connections_per_address {
                 return Err(GateRefusal::PerAddress);
@@ -433,7 +446,7 @@ impl ConnectionGate {
         open.total += 1;
         Ok(GatePermit {
             gate: Arc::clone(self),
-            address,
+            address: address.map(counted_as),
         })
     }
 }
@@ -582,7 +595,9 @@ impl Connections {
                         self.settings().max_connections_per_address,
                     ),
                 };
-                tracing::debug!(peer = ?peer, cap, limit, "connection closed: over the cap");
+                // Warn: many hosts behind one NAT address hit the per-address cap (each agent
+                // holds a long-poll); raise it or list the NAT as a trusted proxy.
+                tracing::warn!(peer = ?peer, cap, limit, "connection closed: over the cap");
                 None
             }
         }
@@ -653,7 +668,12 @@ struct StallGuard {
     inner: Incoming,
     idle: Duration,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Never reset: a body that trickles a byte just inside every idle period still ends.
+    total: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// A whole request body may take this many idle timeouts (120 s with the default 30 s).
+const BODY_TOTAL_IDLE_PERIODS: u32 = 4;
 
 impl StallGuard {
     fn new(inner: Incoming, idle: Duration) -> StallGuard {
@@ -661,6 +681,7 @@ impl StallGuard {
             inner,
             idle,
             deadline: None,
+            total: None,
         }
     }
 }
@@ -678,19 +699,31 @@ impl http_body::Body for StallGuard {
         let deadline = this
             .deadline
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        let total = this
+            .total
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle * BODY_TOTAL_IDLE_PERIODS)));
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 deadline.as_mut().reset(tokio::time::Instant::now() + idle);
                 Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
             }
-            Poll::Pending => match deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(format!(
-                    "the request body stalled for {} s",
-                    idle.as_secs()
-                )
-                .into()))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(format!(
+                        "the request body stalled for {} s",
+                        idle.as_secs()
+                    )
+                    .into())));
+                }
+                if total.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(format!(
+                        "the request body took longer than {} s in all",
+                        (idle * BODY_TOTAL_IDLE_PERIODS).as_secs()
+                    )
+                    .into())));
+                }
+                Poll::Pending
+            }
         }
     }
 
@@ -745,5 +778,19 @@ mod tests {
         assert_eq!(open.total, 4);
         assert_eq!(open.per_address.get(&a), Some(&2));
         assert!(!open.per_address.contains_key(&proxy));
+    }
+
+    /// IPv6 peers are counted by their /64: one host's many addresses share one cap.
+    #[test]
+    fn ipv6_peers_share_the_per_address_cap_of_their_64() {
+        let gate = gate(10, 2, &[]);
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let two: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _a = gate.admit(Some(one)).unwrap();
+        let _b = gate.admit(Some(two)).unwrap();
+        let held: IpAddr = "2001:db8:1:2:abcd::1".parse().unwrap();
+        assert_eq!(gate.admit(Some(held)).unwrap_err(), GateRefusal::PerAddress);
+        let _c = gate.admit(Some(other)).unwrap();
     }
 }

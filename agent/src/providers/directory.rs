@@ -45,7 +45,13 @@ pub fn plan(spec: &DirectorySpec, uid: u32, gid: u32, have: &DirState) -> Result
             Ok(if changes.is_empty() {
                 Plan::Unchanged
             } else if spec.replace == DirectoryReplace::IfAbsent {
-                Plan::Kept(kept_as_found(&changes, spec))
+                Plan::Kept(crate::providers::file::kept_as_found(
+                    &changes,
+                    crate::providers::file::Names {
+                        owner: &spec.owner,
+                        group: &spec.group,
+                    },
+                ))
             } else {
                 Plan::Correct(changes)
             })
@@ -58,27 +64,6 @@ pub fn plan(spec: &DirectorySpec, uid: u32, gid: u32, have: &DirState) -> Result
             spec.path
         )),
     }
-}
-
-/// Why an existing directory is left as found: what differs from the catalog. Pure.
-fn kept_as_found(changes: &[Change], spec: &DirectorySpec) -> String {
-    let parts: Vec<String> = changes
-        .iter()
-        .filter_map(|change| match change {
-            Change::Mode { from, to } => Some(format!("mode {from} (catalog: {to})")),
-            Change::Owner { from, to } => {
-                Some(format!("owner {from} (catalog: {} {to})", spec.owner))
-            }
-            Change::Group { from, to } => {
-                Some(format!("group {from} (catalog: {} {to})", spec.group))
-            }
-            Change::Create { .. } | Change::Content { .. } => None,
-        })
-        .collect();
-    format!(
-        "exists with {}; left as found (replace: if_absent)",
-        parts.join(", ")
-    )
 }
 
 /// Converges one `directory` resource.

@@ -150,14 +150,13 @@ pub fn apply(spec: &GitCloneSpec, cx: &Context<'_>) -> anyhow::Result<Outcome> {
                 // A clone killed mid-pack (a stalled server, a timeout, SIGKILL): ours, with
                 // no commit and no file, so starting again loses nothing.
                 if !cx.noop {
-                    let dot_git = cx
-                        .host
-                        .root()
-                        .join(path.trim_start_matches('/'))
-                        .join(".git");
-                    std::fs::remove_dir_all(&dot_git).with_context(|| {
-                        format!("removing the unfinished clone's {}", dot_git.display())
-                    })?;
+                    // As the user, like every command here: the path is theirs to swap for a
+                    // symlink, so root must never resolve it.
+                    let dot_git = format!("{path}/.git");
+                    let mut rm = git.command("rm");
+                    rm.args(["-rf", "--", &dot_git]);
+                    let out = git.run(&mut rm)?;
+                    git.ensure_success("unfinished clone removal (rm -rf .git)", &out)?;
                 }
                 match clone(spec, cx, &git, &source, false)? {
                     Outcome::Changed {
