@@ -264,6 +264,20 @@ impl ServerKeys {
         }
         let certificate = self.certificate();
         let path = self.data_dir.join(CERTIFICATE_FILE);
+        // `keys rotate-catalog` run while this server runs: the stored certificate is the new
+        // key's, at its generation; overwriting it with this (old) key's renewal would make
+        // the next start certify the new key at another generation than the audited one.
+        if let Some(stored) = read_certificate(&path, &self.root) {
+            if stored.key_id != self.catalog.key_id() {
+                tracing::warn!(
+                    stored_key = %stored.key_id,
+                    running_key = %self.catalog.key_id(),
+                    "the catalog key was rotated on disk while the server runs; its certificate \
+                     is left as it is: restart the server to sign with the new key"
+                );
+                return Ok(());
+            }
+        }
         let bytes = steward_protocol::canonical_bytes(&certificate.envelope);
         write_atomically(&path, &bytes)
     }
@@ -567,6 +581,28 @@ mod tests {
         rotate_catalog_key(&data, lifetime, now.plus_secs(86_400)).unwrap();
         let restored = ServerKeys::load_existing(&data, lifetime, now.plus_secs(86_400)).unwrap();
         assert_eq!(restored.certificate().key_generation, 1_700_086_400);
+    }
+
+    /// A rotation made on disk while a server runs is not undone by that server's renewal.
+    #[test]
+    fn a_running_servers_renewal_never_overwrites_a_rotated_keys_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let now = Timestamp(1_700_000_000);
+        let lifetime = Duration::from_secs(90 * 86_400);
+        let running = ServerKeys::load_or_create(&data, lifetime, now).unwrap();
+        let rotation = rotate_catalog_key(&data, lifetime, now.plus_secs(60)).unwrap();
+        assert!(running
+            .renew_certificate_if_due(now.plus_secs(61 * 86_400))
+            .unwrap());
+        let restarted =
+            ServerKeys::load_or_create(&data, lifetime, now.plus_secs(61 * 86_400)).unwrap();
+        assert_eq!(restarted.catalog_key().key_id(), rotation.new);
+        assert_eq!(
+            restarted.certificate().key_generation,
+            rotation.key_generation,
+            "the audited generation"
+        );
     }
 
     /// A data directory from before generations: its certificate is kept byte for byte
