@@ -1021,7 +1021,8 @@ fn new_fields_are_refused_where_they_make_no_sense() {
 
 #[test]
 fn the_compiler_refuses_what_the_agent_would_refuse_at_the_template_line() {
-    // Issue 12.8: each of these passed compile and failed on every host, every run.
+    // THREATS F8, F5, F9, F10: each of these passed compile and then failed on every host,
+    // every run; the compiler now refuses them with the agent's own rules.
     let fixture = |bundle: &str| {
         format!(
             "//- site.yaml\nclasses:\n  workstation: {{ hosts: [\"devvm*\"], manage_users: true, bundles: [host] }}\nbundles:\n  home: []\n  host:\n{bundle}\n//- roster.yaml\nusers:\n  ann: {{ authentik_user: a, k8s_user: ann, tier: dev }}\n"
@@ -1054,7 +1055,7 @@ fn the_compiler_refuses_what_the_agent_would_refuse_at_the_template_line() {
 
 #[test]
 fn check_compiles_every_host_shape_and_reports_what_any_host_would_hit() {
-    // Issue 12.9: `check` is the CI gate for roster changes, so it must find what a compile
+    // THREATS R2: `check` is the CI gate for roster changes, so it must find what a compile
     // for any host finds: here errors that only hosts matching `ws-*` (where bob is) produce,
     // a newline in a unit name (shown escaped, on one line) and an `ext::` remote.
     let fixture = r#"
