@@ -5,14 +5,13 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::Output;
 
 use steward_protocol::envelope::{issue_certificate_generation, sign_catalog, SigningKeyPair};
 use steward_protocol::{
     DirectorySpec, Mode, Resource, ResourceSpec, RunReport, RunStatus, Timestamp,
 };
-use support::{catalog, now, root_key, trust};
+use support::{catalog, now, root_key, Sandbox};
 
 /// A catalog signed by the catalog key of `seed`, certified by the trusted root at `generation`.
 fn signed_by(seed: u8, generation: u64, serial: u64, resources: Vec<Resource>) -> Vec<u8> {
@@ -38,44 +37,9 @@ fn marker_dir(path: &str) -> Resource {
     }))
 }
 
-struct Sandbox {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    state: PathBuf,
-    work: PathBuf,
-}
-
 impl Sandbox {
-    fn new() -> Sandbox {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        let state = dir.path().join("state");
-        let work = dir.path().join("work");
-        std::fs::create_dir_all(root.join("srv")).unwrap();
-        std::fs::create_dir_all(&work).unwrap();
-        std::fs::write(work.join("agent.toml"), "# defaults\n").unwrap();
-        Sandbox {
-            _dir: dir,
-            root,
-            state,
-            work,
-        }
-    }
-
     fn run(&self, bytes: &[u8]) -> (Output, RunReport) {
-        let file = self.work.join("catalog.json");
-        std::fs::write(&file, bytes).unwrap();
-        let out = std::process::Command::new(support::agent_binary())
-            .arg("--config")
-            .arg(self.work.join("agent.toml"))
-            .arg("--state-dir")
-            .arg(&self.state)
-            .args(["run", "--json", "--catalog"])
-            .arg(&file)
-            .args(["--trust", &trust(), "--node", "devvm", "--root"])
-            .arg(&self.root)
-            .output()
-            .unwrap();
+        let out = self.run_envelope(bytes, &[]);
         let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
         });

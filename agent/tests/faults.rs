@@ -21,38 +21,9 @@ use std::process::{Command, Output};
 use steward_protocol::{
     FileContent, FileSpec, Mode, Replace, Resource, ResourceSpec, ResourceStatus, RunReport,
 };
-use support::{catalog, now, sign, trust};
-
-/// A sandbox root (`root/srv`), the agent's state directory and its config, outside the root.
-struct Sandbox {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    state: PathBuf,
-    work: PathBuf,
-}
+use support::{catalog, now, sign, trust, Sandbox};
 
 impl Sandbox {
-    fn new() -> Sandbox {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        let state = dir.path().join("state");
-        let work = dir.path().join("work");
-        std::fs::create_dir_all(root.join("srv")).unwrap();
-        std::fs::create_dir_all(&work).unwrap();
-        std::fs::write(work.join("agent.toml"), "# defaults\n").unwrap();
-        Sandbox {
-            _dir: dir,
-            root,
-            state,
-            work,
-        }
-    }
-
-    /// `path` (absolute in the root) as seen from here.
-    fn at(&self, path: &str) -> PathBuf {
-        self.root.join(path.trim_start_matches('/'))
-    }
-
     /// `run --catalog` on `resources`; the exit status and the JSON report.
     fn run(&self, resources: Vec<Resource>) -> (Output, RunReport) {
         self.run_with(resources, &[])
@@ -61,20 +32,7 @@ impl Sandbox {
     /// [`Sandbox::run`] with extra arguments (`--noop`).
     fn run_with(&self, resources: Vec<Resource>, extra: &[&str]) -> (Output, RunReport) {
         let serial = u64::try_from(now()).unwrap() * 1000 + self.spooled() as u64;
-        let file = self.work.join("catalog.json");
-        std::fs::write(&file, sign(&catalog("devvm", serial, resources))).unwrap();
-        let out = Command::new(support::agent_binary())
-            .arg("--config")
-            .arg(self.work.join("agent.toml"))
-            .arg("--state-dir")
-            .arg(&self.state)
-            .args(["run", "--json", "--catalog"])
-            .arg(&file)
-            .args(["--trust", &trust(), "--node", "devvm", "--root"])
-            .arg(&self.root)
-            .args(extra)
-            .output()
-            .unwrap();
+        let out = self.run_envelope(&sign(&catalog("devvm", serial, resources)), extra);
         let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!(
                 "no JSON report ({e}): {}{}",

@@ -4,69 +4,18 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use steward_protocol::{
     DirectorySpec, GitCloneSpec, Mode, Resource, ResourceSpec, ResourceStatus, RunReport,
     RunStatus, Serial, Timestamp, UserEnsure, UserSpec,
 };
-use support::{catalog, now, sign, trust};
-
-struct Sandbox {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    state: PathBuf,
-    work: PathBuf,
-}
+use support::{catalog, now, sign, trust, Sandbox};
 
 impl Sandbox {
-    fn new() -> Sandbox {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        let state = dir.path().join("state");
-        let work = dir.path().join("work");
-        std::fs::create_dir_all(root.join("srv")).unwrap();
-        std::fs::create_dir_all(&work).unwrap();
-        std::fs::write(work.join("agent.toml"), "# defaults\n").unwrap();
-        Sandbox {
-            _dir: dir,
-            root,
-            state,
-            work,
-        }
-    }
-
-    fn agent(&self, args: &[&str]) -> Output {
-        Command::new(support::agent_binary())
-            .arg("--config")
-            .arg(self.work.join("agent.toml"))
-            .arg("--state-dir")
-            .arg(&self.state)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
     /// `run --catalog` with `bytes` as the envelope.
     fn run(&self, bytes: &[u8], extra: &[&str]) -> (Output, Option<RunReport>) {
-        let file = self.work.join("catalog.json");
-        std::fs::write(&file, bytes).unwrap();
-        let trust = trust();
-        let mut args = vec![
-            "run",
-            "--json",
-            "--catalog",
-            file.to_str().unwrap(),
-            "--trust",
-            &trust,
-            "--node",
-            "devvm",
-            "--root",
-            self.root.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        let out = self.agent(&args);
+        let out = self.run_envelope(bytes, extra);
         let report = serde_json::from_slice(&out.stdout).ok();
         (out, report)
     }

@@ -241,3 +241,74 @@ pub fn sign_with_root(catalog: &Catalog, root_seed: u8) -> Vec<u8> {
     );
     sign_catalog(catalog, &catalog_key, &certificate).expect("signing the test catalog")
 }
+
+/// A sandbox for `steward-agent run --catalog --root`: a root (with `srv/`), the agent's state
+/// directory and its config, outside the root. Test files add their own helpers in `impl`
+/// blocks of their own.
+pub struct Sandbox {
+    _dir: tempfile::TempDir,
+    /// The root the agent converges.
+    pub root: PathBuf,
+    /// The agent's state directory.
+    pub state: PathBuf,
+    /// The config and the catalog files.
+    pub work: PathBuf,
+}
+
+impl Sandbox {
+    /// A new, empty sandbox with a default config.
+    pub fn new() -> Sandbox {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let state = dir.path().join("state");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(root.join("srv")).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::write(work.join("agent.toml"), "# defaults\n").unwrap();
+        Sandbox {
+            _dir: dir,
+            root,
+            state,
+            work,
+        }
+    }
+
+    /// `path` (absolute in the root) as seen from here.
+    pub fn at(&self, path: &str) -> PathBuf {
+        self.root.join(path.trim_start_matches('/'))
+    }
+
+    /// `steward-agent ARGS` with this sandbox's config and state directory.
+    pub fn agent(&self, args: &[&str]) -> Output {
+        Command::new(agent_binary())
+            .arg("--config")
+            .arg(self.work.join("agent.toml"))
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `run --json --catalog` on `bytes` as the envelope, trusted by pin, as node `devvm`,
+    /// beneath the root, with `extra` arguments.
+    pub fn run_envelope(&self, bytes: &[u8], extra: &[&str]) -> Output {
+        let file = self.work.join("catalog.json");
+        std::fs::write(&file, bytes).unwrap();
+        let trust = trust();
+        let mut args = vec![
+            "run",
+            "--json",
+            "--catalog",
+            file.to_str().unwrap(),
+            "--trust",
+            &trust,
+            "--node",
+            "devvm",
+            "--root",
+            self.root.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        self.agent(&args)
+    }
+}
