@@ -4,7 +4,6 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Output, Stdio};
 
 use base64::Engine;
 use reqwest::{Method, StatusCode};
@@ -13,28 +12,7 @@ use steward_protocol::join::JoinString;
 use steward_protocol::NodeId;
 use support::server::{example_site, now, Agent, Options, TestServer};
 
-/// Runs the CLI and waits for it, blocking the calling thread: tests that call it while their
-/// in-process server runs use a multi-thread runtime, so the server (which may hold SQLite's
-/// write lock in a transaction the CLI waits for) keeps running meanwhile.
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_steward-server"))
-        .args(args)
-        .env("USER", "alice")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use support::cli::{cli, ok};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_node_and_backup_commands_work_on_the_servers_database() {

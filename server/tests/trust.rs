@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::process::{Command, Output, Stdio};
-
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use reqwest::StatusCode;
@@ -14,27 +12,7 @@ use steward_protocol::{strict, verify_catalog, Catalog, NodeId, Refusal, Serial}
 use steward_server::db;
 use support::server::{now, Agent, Options, TestServer};
 
-/// Runs the real binary (blocking: tests calling it while a server runs use a multi-thread
-/// runtime).
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_steward-server"))
-        .args(args)
-        .env("USER", "alice")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use support::cli::{cli, ok};
 
 /// THREATS C7: after `keys rotate-catalog`, a host that applied a catalog signed by the new
 /// key refuses the old key, although the old certificate is still within its validity: a
