@@ -150,21 +150,30 @@ impl Totals {
             ..Totals::default()
         };
         for e in events {
-            let slot = match e.status {
-                ResourceStatus::Unchanged => &mut t.unchanged,
-                ResourceStatus::Changed => &mut t.changed,
-                ResourceStatus::WouldChange => &mut t.would_change,
-                ResourceStatus::Failed => &mut t.failed,
-                ResourceStatus::Skipped => &mut t.skipped,
-                ResourceStatus::Kept => &mut t.kept,
-                ResourceStatus::Deferred => &mut t.deferred,
-            };
-            *slot += 1;
+            *t.slot(e.status) += 1;
             if e.drift.is_some() {
                 t.drift += 1;
             }
         }
         t
+    }
+
+    /// The count of events with `status`.
+    pub fn count(&self, status: ResourceStatus) -> u32 {
+        let mut copy = *self;
+        *copy.slot(status)
+    }
+
+    fn slot(&mut self, status: ResourceStatus) -> &mut u32 {
+        match status {
+            ResourceStatus::Unchanged => &mut self.unchanged,
+            ResourceStatus::Changed => &mut self.changed,
+            ResourceStatus::WouldChange => &mut self.would_change,
+            ResourceStatus::Failed => &mut self.failed,
+            ResourceStatus::Skipped => &mut self.skipped,
+            ResourceStatus::Kept => &mut self.kept,
+            ResourceStatus::Deferred => &mut self.deferred,
+        }
     }
 
     /// Puppet-style detailed exit code: 0 nothing, 2 changes, 4 failures, 6 both. Kept,

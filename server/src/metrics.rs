@@ -76,16 +76,7 @@ impl Metrics {
     /// deferred are their own series, never added to failures.
     pub fn record_report(&self, totals: &Totals) {
         for (counter, status) in self.resource_events.iter().zip(ResourceStatus::ALL) {
-            let count = match status {
-                ResourceStatus::Unchanged => totals.unchanged,
-                ResourceStatus::Changed => totals.changed,
-                ResourceStatus::WouldChange => totals.would_change,
-                ResourceStatus::Failed => totals.failed,
-                ResourceStatus::Skipped => totals.skipped,
-                ResourceStatus::Kept => totals.kept,
-                ResourceStatus::Deferred => totals.deferred,
-            };
-            counter.fetch_add(u64::from(count), Ordering::Relaxed);
+            counter.fetch_add(u64::from(totals.count(status)), Ordering::Relaxed);
         }
         self.drift_events
             .fetch_add(u64::from(totals.drift), Ordering::Relaxed);
